@@ -1,0 +1,80 @@
+"""Minibatches: what every algorithm consumes, and how blocks of rows become them."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+
+import numpy as np
+import scipy.sparse as sp
+
+Features = np.ndarray | sp.csr_matrix
+
+
+@dataclass
+class Minibatch:
+    """``features``: float32 ``(n, feature_dim)``, a numpy array (dense) or scipy CSR (sparse).
+    ``labels``: float32 ``(n,)`` or None when the records carry no label."""
+
+    features: Features
+    labels: np.ndarray | None = None
+
+    @property
+    def size(self) -> int:
+        return self.features.shape[0]
+
+    @property
+    def feature_dim(self) -> int:
+        return self.features.shape[1]
+
+    @property
+    def is_sparse(self) -> bool:
+        return sp.issparse(self.features)
+
+    def dense(self) -> np.ndarray:
+        """Features as a dense float32 array (densifies sparse input)."""
+        if self.is_sparse:
+            return self.features.toarray()
+        return self.features
+
+    def slice(self, start: int, stop: int) -> "Minibatch":
+        labels = None if self.labels is None else self.labels[start:stop]
+        return Minibatch(self.features[start:stop], labels)
+
+
+def concat(blocks: list[Minibatch]) -> Minibatch:
+    """Stack blocks row-wise; sparse if any block is sparse. Labels must agree in presence."""
+    if len(blocks) == 1:
+        return blocks[0]
+    with_labels = {b.labels is not None for b in blocks}
+    if len(with_labels) > 1:
+        raise ValueError("some records carry a label and others do not")
+    if any(b.is_sparse for b in blocks):
+        features = sp.vstack([sp.csr_matrix(b.features) for b in blocks], format="csr", dtype=np.float32)
+    else:
+        features = np.concatenate([b.features for b in blocks])
+    labels = np.concatenate([b.labels for b in blocks]) if with_labels == {True} else None
+    return Minibatch(features, labels)
+
+
+def rebatch(blocks: Iterable[Minibatch], size: int) -> Iterator[Minibatch]:
+    """Cut a stream of blocks of any sizes into minibatches of exactly ``size`` rows
+    (the last one may be smaller). Whole blocks pass through without copying."""
+    pending: list[Minibatch] = []
+    count = 0
+    for block in blocks:
+        while block.size:
+            need = size - count
+            if block.size <= need:
+                pending.append(block)
+                count += block.size
+                block = block.slice(0, 0)
+            else:
+                pending.append(block.slice(0, need))
+                count += need
+                block = block.slice(need, block.size)
+            if count == size:
+                yield concat(pending)
+                pending, count = [], 0
+    if count:
+        yield concat(pending)

@@ -1,0 +1,68 @@
+"""Read a byte stream into an aligned, reusable buffer and hand it to a decoder.
+
+Reads go straight into a 64-byte-aligned numpy buffer with ``readinto`` (reads into a
+buffer only 16-byte aligned ran ~4x slower here); the unconsumed tail of a buffer moves to
+its front before the next read, so a frame never needs reassembly from chunks.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import BinaryIO, Protocol
+
+import numpy as np
+
+from .minibatch import Minibatch
+
+DEFAULT_BUFFER = 2 << 20  # fits in cache; larger buffers decoded slower here
+ALIGNMENT = 64
+
+
+def aligned_buffer(size: int) -> np.ndarray:
+    raw = np.empty(size + ALIGNMENT, dtype=np.uint8)
+    start = (-raw.ctypes.data) % ALIGNMENT
+    return raw[start : start + size]
+
+
+class BufferDecoder(Protocol):
+    def decode(self, buf: np.ndarray, pos: int, end: int, base: int, at_eof: bool) -> tuple[list[Minibatch], int, int]: ...
+
+    def finish(self, offset: int) -> None: ...
+
+
+def read_full(stream: BinaryIO, view: memoryview) -> int:
+    """Fill ``view`` from ``stream``; fewer bytes only at end of stream."""
+    filled = 0
+    while filled < len(view):
+        n = stream.readinto(view[filled:])
+        if not n:
+            break
+        filled += n
+    return filled
+
+
+def decode_stream(stream: BinaryIO, decoder: BufferDecoder, buffer_size: int = DEFAULT_BUFFER) -> Iterator[Minibatch]:
+    """Yield the blocks ``decoder`` makes of everything ``stream`` holds."""
+    buf = aligned_buffer(buffer_size)
+    end = 0  # valid bytes in buf
+    base = 0  # stream offset of buf[0]
+    at_eof = False
+    while True:
+        if not at_eof:
+            got = read_full(stream, memoryview(buf)[end:])
+            at_eof = end + got < len(buf)
+            end += got
+        blocks, pos, needed = decoder.decode(buf, 0, end, base, at_eof)
+        yield from blocks
+        if at_eof and pos >= end:
+            decoder.finish(base + end)
+            return
+        tail = end - pos
+        if needed > len(buf):
+            grown = aligned_buffer(max(needed, 2 * len(buf)))
+            grown[:tail] = buf[pos:end]
+            buf = grown
+        elif pos:
+            buf[:tail] = buf[pos:end]
+        base += pos
+        end = tail
