@@ -1,0 +1,238 @@
+"""PCA as SageMaker's ``pca`` container computes it: streamed summaries, then one decomposition.
+
+* ``regular``: accumulate n, Σx and Σxᵀx (float64); C = Σxᵀx − (1/n)(Σx)ᵀ(Σx) (the mean
+  term only with ``subtract_mean``); eigendecomposition of C. Exact; needs d² memory.
+* ``randomized``: ℓ = num_components + extra_components (−1 ⇒ max(10, num_components)).
+  Each minibatch X_t (b×d) is sketched with a random ±1 matrix H_t (ℓ×b): B = Σ H_t X_t,
+  h = Σ H_t·1, s = Σx, n. Then C = B − (1/n) h sᵀ (the sketch of the centred data) and the
+  top right singular vectors of C approximate the principal directions. Since E[HᵀH] = ℓ·I,
+  singular values of C are divided by √ℓ to estimate the data's.
+
+Both summaries are plain sums, so hosts (and minibatches) merge by adding them
+(:meth:`PCAStats.merge`, or one all-reduce). The model follows the real artifact: ``s``
+(singular values of the centred data, **ascending**), ``v`` (feature_dim × num_components,
+columns in the same order) and ``mean`` (1 × feature_dim, only with ``subtract_mean``).
+Component signs are normalised so that each column's largest-magnitude entry is positive.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+
+from pipealgos.io import DataError
+from pipealgos.io.minibatch import Features
+
+from .base import TrainingContext, to_torch
+
+NAME = "pca"
+
+
+@dataclass(frozen=True)
+class PCAParams:
+    feature_dim: int
+    num_components: int
+    mini_batch_size: int
+    algorithm_mode: str = "regular"
+    subtract_mean: bool = True
+    extra_components: int = -1
+
+    @property
+    def sketch_size(self) -> int:
+        extra = self.extra_components
+        return self.num_components + (max(10, self.num_components) if extra == -1 else extra)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> "PCAParams":
+        return cls(**{k: values[k] for k in cls.__dataclass_fields__ if k in values})
+
+
+@dataclass
+class PCAStats:
+    """Mergeable sums over the rows seen so far (float64).
+
+    ``gram`` = Σxᵀx (regular mode); ``sketch`` = Σ H_t X_t and ``sketch_ones`` = Σ H_t·1
+    (randomized mode)."""
+
+    n: int
+    total: np.ndarray
+    gram: np.ndarray | None = None
+    sketch: np.ndarray | None = None
+    sketch_ones: np.ndarray | None = None
+    batches: int = field(default=0, compare=False)
+
+    @classmethod
+    def empty(cls, params: PCAParams) -> "PCAStats":
+        d = params.feature_dim
+        if params.algorithm_mode == "regular":
+            return cls(0, np.zeros(d), gram=np.zeros((d, d)))
+        ell = params.sketch_size
+        return cls(0, np.zeros(d), sketch=np.zeros((ell, d)), sketch_ones=np.zeros(ell))
+
+    def merge(self, other: "PCAStats") -> "PCAStats":
+        """The statistics of both row sets together (a pure function)."""
+        def add(a, b):
+            return None if a is None else a + b
+        return PCAStats(
+            self.n + other.n, self.total + other.total, add(self.gram, other.gram),
+            add(self.sketch, other.sketch), add(self.sketch_ones, other.sketch_ones),
+            self.batches + other.batches,
+        )
+
+    def arrays(self) -> list[np.ndarray]:
+        parts = [np.array([float(self.n)]), self.total]
+        parts += [a for a in (self.gram, self.sketch, self.sketch_ones) if a is not None]
+        return parts
+
+
+class PCAAccumulator:
+    """Adds minibatches into :class:`PCAStats` with torch (CPU or CUDA)."""
+
+    def __init__(self, params: PCAParams, device: torch.device, seed: int = 0) -> None:
+        self.params = params
+        self.device = device
+        self.stats = PCAStats.empty(params)
+        self._gram = None if self.stats.gram is None else torch.zeros_like(torch.from_numpy(self.stats.gram), device=device)
+        self._rng = np.random.default_rng(seed)
+
+    def add(self, features: Features) -> None:
+        stats = self.stats
+        stats.n += features.shape[0]
+        stats.batches += 1
+        stats.total += np.asarray(features.sum(axis=0), dtype=np.float64).ravel()
+        if self._gram is not None:
+            if sp.issparse(features):
+                csr = features.astype(np.float64)
+                self._gram += torch.from_numpy((csr.T @ csr).toarray()).to(self.device)
+            else:
+                x = to_torch(features, self.device, torch.float64)
+                self._gram.addmm_(x.T, x)
+        else:
+            signs = self._rng.integers(0, 2, size=(self.params.sketch_size, features.shape[0])) * 2.0 - 1.0
+            if sp.issparse(features):
+                stats.sketch += np.asarray((features.T.astype(np.float64) @ signs.T).T)
+            else:
+                h = torch.from_numpy(signs).to(self.device)
+                stats.sketch += (h @ to_torch(features, self.device, torch.float64)).cpu().numpy()
+            stats.sketch_ones += signs.sum(axis=1)
+
+    def result(self) -> PCAStats:
+        if self._gram is not None:
+            self.stats.gram = self._gram.cpu().numpy()
+        return self.stats
+
+
+@dataclass
+class PCAModel:
+    """``s`` (k,) ascending; ``v`` (d, k) in the same order; ``mean`` (1, d) or None."""
+
+    s: np.ndarray
+    v: np.ndarray
+    mean: np.ndarray | None
+
+    def to_arrays(self) -> dict[str, np.ndarray]:
+        arrays = {"s": self.s.astype(np.float32), "v": self.v.astype(np.float32)}
+        if self.mean is not None:
+            arrays["mean"] = self.mean.astype(np.float32)
+        return arrays
+
+    @classmethod
+    def from_arrays(cls, arrays: dict[str, np.ndarray], params: dict[str, Any] | None = None) -> "PCAModel":
+        return cls(arrays["s"], arrays["v"], arrays.get("mean"))
+
+    def predict(self, features: Features) -> dict[str, np.ndarray]:
+        """``projection`` = (x − mean)·v, one row of num_components per input row."""
+        projected = features @ self.v
+        projected = np.asarray(projected, dtype=np.float64)
+        if self.mean is not None:
+            projected = projected - (self.mean @ self.v)
+        return {"projection": projected.astype(np.float32)}
+
+
+def _normalise_signs(v: np.ndarray) -> np.ndarray:
+    pivots = np.abs(v).argmax(axis=0)
+    signs = np.sign(v[pivots, np.arange(v.shape[1])])
+    signs[signs == 0] = 1
+    return v * signs
+
+
+def finalize(stats: PCAStats, params: PCAParams) -> PCAModel:
+    """The model from merged statistics."""
+    if stats.n == 0:
+        raise DataError("the train channel holds no records", channel="train",
+                        fix="Provide at least one record (check the S3 prefix or the input directory)")
+    k = params.num_components
+    mean = stats.total / stats.n
+    if stats.gram is not None:
+        cov = stats.gram - (np.outer(stats.total, mean) if params.subtract_mean else 0)
+        cov = (cov + cov.T) / 2
+        eigenvalues, vectors = np.linalg.eigh(cov)  # ascending
+        s = np.sqrt(np.clip(eigenvalues[-k:], 0, None))
+        v = vectors[:, -k:]
+    else:
+        sketch = stats.sketch
+        if params.subtract_mean:
+            sketch = sketch - np.outer(stats.sketch_ones, mean)
+        _, singular, vt = np.linalg.svd(sketch, full_matrices=False)  # descending
+        s = (singular[:k] / np.sqrt(params.sketch_size))[::-1]
+        v = vt[:k].T[:, ::-1]
+    return PCAModel(np.ascontiguousarray(s), np.ascontiguousarray(_normalise_signs(v)),
+                    mean[None, :] if params.subtract_mean else None)
+
+
+def _all_reduce(stats: PCAStats, device: torch.device) -> PCAStats:
+    import torch.distributed as dist
+
+    flat = torch.from_numpy(np.concatenate([a.ravel() for a in stats.arrays()])).to(device)
+    dist.all_reduce(flat)
+    values = flat.cpu().numpy()
+    shapes = [a.shape for a in stats.arrays()]
+    parts, start = [], 0
+    for shape in shapes:
+        size = int(np.prod(shape))
+        parts.append(values[start : start + size].reshape(shape))
+        start += size
+    n, total, *rest = parts
+    merged = PCAStats(int(round(n[0])), total)
+    if stats.gram is not None:
+        merged.gram = rest[0]
+    else:
+        merged.sketch, merged.sketch_ones = rest
+    return merged
+
+
+def train(params: PCAParams, ctx: TrainingContext) -> PCAModel:
+    """Stream the train channel once, merge across hosts, decompose."""
+    acc = PCAAccumulator(params, ctx.device, seed=ctx.seed + ctx.rank)
+    for batch in ctx.channels.minibatches("train", 0, params.mini_batch_size, params.feature_dim):
+        acc.add(batch.features)
+    stats = acc.result()
+    ctx.report.info(f"host {ctx.rank}: {stats.n} records in {stats.batches} minibatches")
+    if ctx.distributed:
+        stats = _all_reduce(stats, ctx.device)
+    model = finalize(stats, params)
+    ctx.report.progress(100.0)
+    if "test" in ctx.channels.names():
+        if ctx.is_leader:
+            _report_test(model, params, ctx)
+    else:
+        ctx.report.info("Test data is not provided.")
+    return model
+
+
+def _report_test(model: PCAModel, params: PCAParams, ctx: TrainingContext) -> None:
+    """Mean squared reconstruction error on the test channel (a pipealgos addition: the real
+    container reports no PCA metric)."""
+    total, count = 0.0, 0
+    for batch in ctx.channels.minibatches("test", 0, params.mini_batch_size, params.feature_dim):
+        x = batch.dense().astype(np.float64)
+        centred = x - model.mean if model.mean is not None else x
+        residual = centred - (centred @ model.v) @ model.v.T
+        total += float((residual**2).sum())
+        count += len(x)
+    if count:
+        ctx.report.quality("test", "reconstruction_error", total / count)

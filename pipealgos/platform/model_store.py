@@ -1,0 +1,84 @@
+"""The model artifact: named arrays in ``model_algo-1.npz`` plus ``manifest.json``. No pickle.
+
+``manifest.json`` = ``{"format": "pipealgos-model", "format_version": 1, "algorithm": "pca",
+"hyperparameters": {...typed values...}, "arrays_file": "model_algo-1.npz",
+"arrays": {"v": {"shape": [50, 3], "dtype": "float32"}, ...}, "pipealgos_version": "0.1.0"}``.
+``numpy.load(path, allow_pickle=False)`` reads the arrays with numpy alone.
+
+Saving is atomic: files are written into a temporary folder inside ``model/`` and moved into
+place with the manifest last, so a failed job leaves no model (and a server never sees half
+of one).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+import pipealgos
+
+MANIFEST = "manifest.json"
+FORMAT = "pipealgos-model"
+FORMAT_VERSION = 1
+
+
+class ModelFormatError(ValueError):
+    """The model directory does not hold a readable pipealgos model."""
+
+
+@dataclass
+class StoredModel:
+    algorithm: str
+    hyperparameters: dict[str, Any]
+    arrays: dict[str, np.ndarray]
+    manifest: dict[str, Any]
+
+
+def save_model(model_dir: Path, algorithm: str, hyperparameters: dict[str, Any], arrays: dict[str, np.ndarray],
+               host: str = "algo-1") -> Path:
+    model_dir.mkdir(parents=True, exist_ok=True)
+    arrays_name = f"model_{host}.npz"
+    manifest = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "algorithm": algorithm,
+        "hyperparameters": hyperparameters,
+        "arrays_file": arrays_name,
+        "arrays": {k: {"shape": list(v.shape), "dtype": str(v.dtype)} for k, v in arrays.items()},
+        "pipealgos_version": pipealgos.__version__,
+    }
+    staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=model_dir))
+    try:
+        np.savez(staging / arrays_name, **arrays)
+        (staging / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+        os.replace(staging / arrays_name, model_dir / arrays_name)
+        os.replace(staging / MANIFEST, model_dir / MANIFEST)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return model_dir / MANIFEST
+
+
+def load_model(model_dir: Path) -> StoredModel:
+    path = model_dir / MANIFEST
+    if not path.exists():
+        raise ModelFormatError(f"no {MANIFEST} in {model_dir}: not a pipealgos model directory")
+    try:
+        manifest = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise ModelFormatError(f"{path} is not valid JSON ({exc})") from None
+    if manifest.get("format") != FORMAT or manifest.get("format_version") != FORMAT_VERSION:
+        raise ModelFormatError(f"{path}: unsupported model format {manifest.get('format')!r} "
+                               f"version {manifest.get('format_version')!r}")
+    with np.load(model_dir / manifest["arrays_file"], allow_pickle=False) as data:
+        arrays = {name: data[name] for name in data.files}
+    missing = set(manifest["arrays"]) - set(arrays)
+    if missing:
+        raise ModelFormatError(f"{model_dir}: arrays {sorted(missing)} named in the manifest are missing")
+    return StoredModel(manifest["algorithm"], manifest["hyperparameters"], arrays, manifest)

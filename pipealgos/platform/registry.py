@@ -1,0 +1,71 @@
+"""The algorithms pipealgos knows: name, schema, train function, model class and response shape.
+
+An algorithm joins by adding one :class:`AlgorithmSpec` to ``ALGORITHMS``; `train`, `serve`,
+the runner and the conformance suite all read this table.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from pipealgos.algorithms import pca
+
+from .hyperparameters import Schema
+from .schemas import pca as pca_schema
+
+
+@dataclass(frozen=True)
+class AlgorithmSpec:
+    """``params_type.from_dict`` turns schema output into the algorithm's parameters;
+    ``response_key`` is the top-level JSON key of inference responses and ``outputs`` the
+    per-record output fields, each "list" (a vector per record) or "scalar"."""
+
+    name: str
+    schema: Schema
+    params_type: Any
+    train: Callable
+    model_type: Any
+    response_key: str
+    outputs: dict[str, str]
+    channels: tuple[str, ...] = ("train", "test")
+    required_channels: tuple[str, ...] = ("train",)
+    supervised: bool = False
+    aliases: tuple[str, ...] = ()
+    conformance_hyperparameters: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def default_label_size(self) -> int:
+        """CSV ``label_size`` when the content type gives none."""
+        return 1 if self.supervised else 0
+
+
+ALGORITHMS: dict[str, AlgorithmSpec] = {
+    spec.name: spec
+    for spec in (
+        AlgorithmSpec(
+            name=pca.NAME,
+            schema=pca_schema.SCHEMA,
+            params_type=pca.PCAParams,
+            train=pca.train,
+            model_type=pca.PCAModel,
+            response_key="projections",
+            outputs={"projection": "list"},
+            conformance_hyperparameters={"feature_dim": "6", "num_components": "3", "mini_batch_size": "50"},
+        ),
+    )
+}
+
+
+class UnknownAlgorithm(ValueError):
+    pass
+
+
+def get_algorithm(name: str) -> AlgorithmSpec:
+    """Look up by name, alias or image name (``.../pca:1`` -> pca)."""
+    key = name.strip().lower().rsplit("/", 1)[-1].split(":", 1)[0]
+    for spec in ALGORITHMS.values():
+        if key == spec.name or key in spec.aliases:
+            return spec
+    raise UnknownAlgorithm(f"unknown algorithm '{name}': choose one of {', '.join(sorted(ALGORITHMS))}")

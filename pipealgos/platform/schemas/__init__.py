@@ -1,0 +1,1 @@
+"""Hyperparameter schemas, one module per algorithm (the tables of algorithms.md)."""

@@ -1,0 +1,134 @@
+"""`train`: one host's training job under the SageMaker container contract.
+
+Reads ``input/config/*.json``, resolves the algorithm and its hyperparameters, streams the
+channels, writes the model atomically to ``model/`` (the leader only), and prints metric
+lines. Any error writes a one-paragraph reason to ``output/failure`` and exits non-zero,
+leaving no model; SIGTERM (StopTrainingJob, MaxRuntimeInSeconds) does the same promptly.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import time
+import traceback
+from pathlib import Path
+
+from pipealgos.algorithms.base import TrainingContext, pick_device
+from pipealgos.io import DataError
+
+from .channels import JobChannels
+from .config import (ConfigError, MLRoot, read_hyperparameters, read_input_data_config,
+                     read_resource_config)
+from .distributed import init_distributed, shutdown_distributed
+from .hyperparameters import HyperparameterError
+from .metrics import MetricsReporter
+from .model_store import save_model
+from .registry import UnknownAlgorithm, get_algorithm
+
+EXIT_CLIENT_ERROR = 1  # bad input, configuration or hyperparameters
+EXIT_ALGORITHM_ERROR = 2  # a bug or an environment failure
+EXIT_TERMINATED = 143
+MAX_FAILURE_CHARS = 1024
+
+
+class Terminated(Exception):
+    """SIGTERM arrived (StopTrainingJob or MaxRuntimeInSeconds)."""
+
+
+def _on_sigterm(signum, frame):
+    raise Terminated()
+
+
+def write_failure(ml: MLRoot, message: str) -> None:
+    """``output/failure``: the first 1024 characters become the job's FailureReason."""
+    ml.output_dir.mkdir(parents=True, exist_ok=True)
+    ml.failure_file.write_text(message[:MAX_FAILURE_CHARS] + ("\n" if len(message) < MAX_FAILURE_CHARS else ""))
+
+
+def resolve_algorithm_name(explicit: str | None) -> str:
+    name = explicit or os.environ.get("PIPEALGOS_ALGORITHM")
+    if not name:
+        raise UnknownAlgorithm("no algorithm chosen: pass --algorithm NAME or set PIPEALGOS_ALGORITHM")
+    return name
+
+
+def run_training(ml: MLRoot, algorithm: str | None = None) -> int:
+    """Run the job; returns the exit status."""
+    previous = signal.signal(signal.SIGTERM, _on_sigterm) if _is_main_thread() else None
+    resources = None
+    report = MetricsReporter("algo-1")
+    started = time.time()
+    try:
+        resources = read_resource_config(ml)
+        report = MetricsReporter(resources.current_host)
+        spec = get_algorithm(resolve_algorithm_name(algorithm))
+        values = spec.schema.parse(read_hyperparameters(ml))
+        configs = read_input_data_config(ml)
+        missing = [c for c in spec.required_channels if c not in configs]
+        if missing:
+            raise ConfigError(f"required channel(s) {missing} missing from inputdataconfig.json "
+                              f"(configured: {sorted(configs) or 'none'}); {spec.name} needs a 'train' channel")
+        unknown = sorted(set(configs) - set(spec.channels))
+        if unknown:
+            raise ConfigError(f"channel(s) {unknown} are not used by {spec.name}; valid channels: {list(spec.channels)}")
+        channels = JobChannels(ml, configs, spec.default_label_size)
+        device = pick_device()
+        topo = init_distributed(resources, device)
+        report.info(f"pipealgos {spec.name}: host {topo.host} (rank {topo.rank} of {topo.world_size}), "
+                    f"device {device}, hyperparameters {values}")
+        ctx = TrainingContext(channels=channels, report=report, rank=topo.rank, world_size=topo.world_size,
+                              device=device)
+        model = spec.train(spec.params_type.from_dict(values), ctx)
+        if topo.is_leader:
+            save_model(ml.model_dir, spec.name, values, model.to_arrays(), host=topo.host)
+        report.info(f"training finished in {time.time() - started:.1f} s")
+        shutdown_distributed()
+        return 0
+    except Terminated:
+        _fail(ml, report, "Training was stopped by SIGTERM (StopTrainingJob or MaxRuntimeInSeconds) "
+              "before it finished; no model was written.")
+        return EXIT_TERMINATED
+    except (HyperparameterError, DataError, ConfigError, UnknownAlgorithm) as exc:
+        _fail(ml, report, f"ClientError: {exc}")
+        return EXIT_CLIENT_ERROR
+    except Exception as exc:  # anything else: keep the reason readable, the trace in the log
+        detail = _distributed_hint(exc, resources)
+        _fail(ml, report, f"AlgorithmError: {type(exc).__name__}: {exc}{detail}", trace=traceback.format_exc())
+        return EXIT_ALGORITHM_ERROR
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _fail(ml: MLRoot, report: MetricsReporter, message: str, trace: str | None = None) -> None:
+    if trace:
+        sys.stderr.write(trace)
+    report.error(message)
+    write_failure(ml, message)
+    _remove_partial_model(ml.model_dir)
+
+
+def _remove_partial_model(model_dir: Path) -> None:
+    if model_dir.is_dir():
+        for staging in model_dir.glob(".staging-*"):
+            for item in staging.iterdir():
+                item.unlink()
+            staging.rmdir()
+
+
+def _distributed_hint(exc: Exception, resources) -> str:
+    text = str(exc).lower()
+    if resources is not None and len(resources.hosts) > 1 and any(
+        word in text for word in ("timeout", "timed out", "connection", "gloo", "nccl", "peer")
+    ):
+        return " (a collective operation with the other hosts failed: another host probably died first)"
+    return ""
+
+
+def _is_main_thread() -> bool:
+    import threading
+
+    return threading.current_thread() is threading.main_thread()
+
