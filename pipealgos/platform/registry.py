@@ -20,7 +20,8 @@ from .schemas import pca as pca_schema
 class AlgorithmSpec:
     """``params_type.from_dict`` turns schema output into the algorithm's parameters;
     ``response_key`` is the top-level JSON key of inference responses and ``outputs`` the
-    per-record output fields, each "list" (a vector per record) or "scalar"."""
+    per-record output fields in response order (``model.predict`` returns each as an array:
+    shape (n,) is a scalar per record, (n, k) a list per record)."""
 
     name: str
     schema: Schema
@@ -28,7 +29,7 @@ class AlgorithmSpec:
     train: Callable
     model_type: Any
     response_key: str
-    outputs: dict[str, str]
+    outputs: tuple[str, ...]
     channels: tuple[str, ...] = ("train", "test")
     required_channels: tuple[str, ...] = ("train",)
     supervised: bool = False
@@ -51,7 +52,7 @@ ALGORITHMS: dict[str, AlgorithmSpec] = {
             train=pca.train,
             model_type=pca.PCAModel,
             response_key="projections",
-            outputs={"projection": "list"},
+            outputs=("projection",),
             conformance_hyperparameters={"feature_dim": "6", "num_components": "3", "mini_batch_size": "50"},
         ),
     )
