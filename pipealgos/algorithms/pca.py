@@ -6,7 +6,8 @@
   Each minibatch X_t (b×d) is sketched with a random ±1 matrix H_t (ℓ×b): B = Σ H_t X_t,
   h = Σ H_t·1, s = Σx, n. Then C = B − (1/n) h sᵀ (the sketch of the centred data) and the
   top right singular vectors of C approximate the principal directions. Since E[HᵀH] = ℓ·I,
-  singular values of C are divided by √ℓ to estimate the data's.
+  singular values of C are divided by √ℓ to estimate the data's; that estimate has a relative
+  spread of about 1/√(2ℓ) (so raise ``extra_components`` when the values matter).
 
 Both summaries are plain sums, so hosts (and minibatches) merge by adding them
 (:meth:`PCAStats.merge`, or one all-reduce). The model follows the real artifact: ``s``
@@ -103,7 +104,7 @@ class PCAAccumulator:
         stats = self.stats
         stats.n += features.shape[0]
         stats.batches += 1
-        stats.total += np.asarray(features.sum(axis=0), dtype=np.float64).ravel()
+        stats.total += np.asarray(features.sum(axis=0, dtype=np.float64)).ravel()
         if self._gram is not None:
             if sp.issparse(features):
                 csr = features.astype(np.float64)
