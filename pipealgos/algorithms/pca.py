@@ -18,6 +18,7 @@ Component signs are normalised so that each column's largest-magnitude entry is 
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -209,10 +210,14 @@ def _all_reduce(stats: PCAStats, device: torch.device) -> PCAStats:
 def train(params: PCAParams, ctx: TrainingContext) -> PCAModel:
     """Stream the train channel once, merge across hosts, decompose."""
     acc = PCAAccumulator(params, ctx.device, seed=ctx.seed + ctx.rank)
+    started = time.perf_counter()
     for batch in ctx.channels.minibatches("train", 0, params.mini_batch_size, params.feature_dim):
         acc.add(batch.features)
     stats = acc.result()
+    elapsed = time.perf_counter() - started
     ctx.report.info(f"host {ctx.rank}: {stats.n} records in {stats.batches} minibatches")
+    if stats.n:
+        ctx.report.throughput(stats.n / max(elapsed, 1e-9))
     if ctx.distributed:
         stats = _all_reduce(stats, ctx.device)
     model = finalize(stats, params)
