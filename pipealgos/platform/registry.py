@@ -10,9 +10,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from pipealgos.algorithms import pca
+from pipealgos.algorithms import kmeans, pca
 
 from .hyperparameters import Schema
+from .schemas import kmeans as kmeans_schema
 from .schemas import pca as pca_schema
 
 
@@ -54,6 +55,18 @@ ALGORITHMS: dict[str, AlgorithmSpec] = {
             response_key="projections",
             outputs=("projection",),
             conformance_hyperparameters={"feature_dim": "6", "num_components": "3", "mini_batch_size": "50"},
+        ),
+        AlgorithmSpec(
+            name=kmeans.NAME,
+            schema=kmeans_schema.SCHEMA,
+            params_type=kmeans.KMeansParams,
+            train=kmeans.train,
+            model_type=kmeans.KMeansModel,
+            response_key="predictions",
+            outputs=("closest_cluster", "distance_to_cluster"),
+            conformance_hyperparameters={"feature_dim": "6", "k": "3", "mini_batch_size": "50", "epochs": "2",
+                                         "extra_center_factor": "4", "local_lloyd_num_trials": "2",
+                                         "eval_metrics": '["msd", "ssd"]', "force_dense": "True"},
         ),
     )
 }
