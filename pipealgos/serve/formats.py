@@ -1,0 +1,374 @@
+"""Request bodies -> feature matrices, and model outputs -> response bodies, per media type.
+
+Everything here is a pure function of bytes and arrays; the Flask app only routes. Nothing
+from a request is unpickled or evaluated: JSON goes through :mod:`json`, CSV through numpy,
+RecordIO-protobuf through :mod:`pipealgos.io`.
+
+Request forms (``Content-Type``, parameters and case ignored):
+
+* ``application/json``: ``{"instances": [instance, ...]}`` where an instance is
+  ``{"features": [..]}``, ``{"data": {"features": {"values": [..]}}}`` (dense) or
+  ``{"data": {"features": {"keys": [..], "shape": [d], "values": [..]}}}`` (sparse); any
+  ``"configuration"`` is ignored. Choice (not in the spec, for the SDK's ``JSONSerializer``
+  of a numpy array): a top-level list of rows ``[[..], [..]]``, a single row ``[..]`` and a
+  single instance object are accepted too.
+* ``application/jsonlines``: one instance object (or row list) per non-blank line.
+* ``text/csv``: one unlabelled record per line (``label_size`` is ignored: inference CSV
+  carries no label).
+* ``application/x-recordio-protobuf``: RecordIO frames of ``aialgs.data.Record``, dense or
+  sparse; labels, if present, are ignored.
+
+Response forms: JSON ``{response_key: [{output: value, ...}, ...]}``; JSON Lines one
+``{output: value, ...}`` per line; CSV one line per record holding the outputs' values in
+``outputs`` order; RecordIO-protobuf one Record per input row with empty ``features`` and a
+Float32Tensor per output in ``label``. An output of shape (n,) is a scalar per record, (n, k)
+a list per record. Choice: JSON and CSV print each float32 output as the shortest decimal of
+its exact float64 value (``repr``), so parsing it back and casting to float32 is lossless.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+from collections.abc import Sequence
+
+import numpy as np
+import scipy.sparse as sp
+
+from pipealgos.io import DataError, concat
+from pipealgos.io.csv import CsvDecoder
+from pipealgos.io.minibatch import Features
+from pipealgos.io.protobuf import RecordDecoder
+from pipealgos.io.recordio import HEADER, encode_frame
+from pipealgos.io.stream import aligned_buffer
+
+JSON = "application/json"
+JSONLINES = "application/jsonlines"
+CSV = "text/csv"
+RECORDIO = "application/x-recordio-protobuf"
+
+REQUEST_TYPES = (JSON, JSONLINES, CSV, RECORDIO)
+RESPONSE_TYPES = (JSON, JSONLINES, CSV, RECORDIO)
+
+
+class RequestError(Exception):
+    """A request the server answers with ``status`` and a plain-text ``message``."""
+
+    status = 400
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class BadRequest(RequestError):
+    status = 400
+
+
+class NotAcceptable(RequestError):
+    status = 406
+
+
+class PayloadTooLarge(RequestError):
+    status = 413
+
+
+class UnsupportedMediaType(RequestError):
+    status = 415
+
+
+def media_type(header: str | None) -> str:
+    """``"Text/CSV; charset=utf-8"`` -> ``"text/csv"``; missing -> ``""``."""
+    return (header or "").split(";", 1)[0].strip().lower()
+
+
+def choose_accept(header: str | None, default: str) -> str:
+    """The response type for an ``Accept`` header: the first supported type in preference
+    order (``q`` values respected); missing, empty or ``*/*`` gives ``default``; ``type/*``
+    gives ``default`` when it matches, else the first supported type of that family."""
+    if not header or not header.strip():
+        return default
+    candidates = []
+    for position, part in enumerate(header.split(",")):
+        name, *params = (p.strip() for p in part.split(";"))
+        quality = 1.0
+        for param in params:
+            key, _, value = param.partition("=")
+            if key.strip().lower() == "q":
+                try:
+                    quality = float(value)
+                except ValueError:
+                    quality = 0.0
+        if name and quality > 0:
+            candidates.append((-quality, position, name.lower()))
+    for _, _, name in sorted(candidates):
+        if name == "*/*":
+            return default
+        if name.endswith("/*"):
+            family = name[:-1]
+            if default.startswith(family):
+                return default
+            for supported in RESPONSE_TYPES:
+                if supported.startswith(family):
+                    return supported
+        elif name in RESPONSE_TYPES:
+            return name
+    raise NotAcceptable(f"cannot answer in Accept '{header}': supported response types are "
+                        f"{', '.join(RESPONSE_TYPES)} (or */* for {default})")
+
+
+# --- requests ---------------------------------------------------------------------------------
+
+
+def decode_request(body: bytes, content_type: str | None, feature_dim: int | None) -> Features:
+    """The feature matrix (dense float32 array or CSR) of a request body.
+
+    ``feature_dim`` (the model's, when known) is enforced for every record. Raises
+    :class:`BadRequest` naming the record and the problem, :class:`UnsupportedMediaType`
+    for a type not in :data:`REQUEST_TYPES`.
+    """
+    kind = media_type(content_type)
+    decoders = {JSON: _decode_json, JSONLINES: _decode_jsonlines, CSV: _decode_csv, RECORDIO: _decode_recordio}
+    if kind not in decoders:
+        shown = f"Content-Type '{content_type}'" if content_type else "a request without Content-Type"
+        raise UnsupportedMediaType(f"cannot read {shown}: send one of {', '.join(REQUEST_TYPES)}")
+    if not body.strip():
+        raise BadRequest(f"the {kind} request body is empty: send at least one record")
+    features = decoders[kind](body, feature_dim)
+    if features.shape[0] == 0:
+        raise BadRequest(f"the {kind} request body holds no records: send at least one record")
+    return features
+
+
+def _decode_recordio(body: bytes, feature_dim: int | None) -> Features:
+    buf = aligned_buffer(len(body))  # the dense fast path wants 4-byte aligned frames
+    buf[:] = np.frombuffer(body, dtype=np.uint8)
+    decoder = RecordDecoder("request body (application/x-recordio-protobuf)", feature_dim)
+    try:
+        blocks, _, _ = decoder.decode(buf, 0, len(body), 0, at_eof=True)
+        decoder.finish(len(body))
+    except DataError as exc:
+        raise BadRequest(str(exc)) from None
+    return concat(blocks).features if blocks else np.zeros((0, feature_dim or 0), dtype=np.float32)
+
+
+def _decode_csv(body: bytes, feature_dim: int | None) -> Features:
+    buf = np.frombuffer(body, dtype=np.uint8)
+    decoder = CsvDecoder("request body (text/csv)", label_size=0, feature_dim=feature_dim)
+    try:
+        blocks, _, _ = decoder.decode(buf, 0, len(body), 0, at_eof=True)
+    except DataError as exc:
+        raise BadRequest(str(exc)) from None
+    return concat(blocks).features
+
+
+def _load_json(text: bytes, where: str):
+    try:
+        return json.loads(text)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise BadRequest(f"{where} is not valid JSON ({exc})") from None
+
+
+def _decode_json(body: bytes, feature_dim: int | None) -> Features:
+    document = _load_json(body, "the application/json request body")
+    if isinstance(document, dict) and "instances" in document:
+        instances = document["instances"]
+        if not isinstance(instances, list):
+            raise BadRequest(f"'instances' must be a list of records, got {type(instances).__name__}")
+    elif isinstance(document, dict) or (isinstance(document, list) and document and _is_number(document[0])):
+        instances = [document]  # one instance object, or one row of numbers
+    elif isinstance(document, list):
+        instances = document
+    else:
+        raise BadRequest('the JSON request must be {"instances": [...]} (see the algorithm\'s inference '
+                         f"formats), got a {type(document).__name__}")
+    return _instances_to_features(instances, feature_dim)
+
+
+def _decode_jsonlines(body: bytes, feature_dim: int | None) -> Features:
+    instances = []
+    for number, line in enumerate(body.splitlines()):
+        if line.strip():
+            instances.append(_load_json(line, f"line {number + 1} of the application/jsonlines body"))
+    return _instances_to_features(instances, feature_dim)
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _instances_to_features(instances: list, feature_dim: int | None) -> Features:
+    dense = _dense_fast_path(instances, feature_dim)
+    if dense is not None:
+        return dense
+    rows = [_instance_row(instance, index, feature_dim) for index, instance in enumerate(instances)]
+    if feature_dim is None:
+        feature_dim = rows[0][2] if rows else 0
+        for index, (_, _, dim) in enumerate(rows):
+            if dim != feature_dim:
+                raise BadRequest(f"record {index} has {dim} features but record 0 has {feature_dim}: "
+                                 "every record of a request must have the same feature count")
+    if not any(keys is not None for _, keys, _ in rows):
+        return np.array([values for values, _, _ in rows], dtype=np.float32).reshape(len(rows), feature_dim)
+    indptr = np.zeros(len(rows) + 1, dtype=np.int64)
+    cols, data = [], []
+    for i, (values, keys, _) in enumerate(rows):
+        if keys is None:
+            keys = np.flatnonzero(values)
+            values = values[keys]
+        cols.append(keys)
+        data.append(values)
+        indptr[i + 1] = indptr[i] + len(keys)
+    matrix = sp.csr_matrix((np.concatenate(data), np.concatenate(cols), indptr), shape=(len(rows), feature_dim))
+    matrix.sum_duplicates()
+    return matrix
+
+
+def _dense_fast_path(instances: list, feature_dim: int | None) -> np.ndarray | None:
+    """All records dense ``{"features": [...]}`` (or plain rows) of one width: one numpy call.
+    None sends the request to the per-record path, which also names any bad record."""
+    try:
+        rows = [inst["features"] if isinstance(inst, dict) else inst for inst in instances]
+        array = np.array(rows)
+    except (KeyError, TypeError, ValueError):
+        return None
+    if array.ndim != 2 or array.dtype.kind not in "fi" or (feature_dim is not None and array.shape[1] != feature_dim):
+        return None
+    array = array.astype(np.float32)
+    if not np.isfinite(array).all():
+        return None
+    return array
+
+
+def _instance_row(instance, index: int, feature_dim: int | None) -> tuple[np.ndarray, np.ndarray | None, int]:
+    """(values, sparse keys or None, feature count) of one instance; BadRequest names it."""
+    where = f"record {index}"
+    if isinstance(instance, list):
+        values, keys, shape = instance, None, None
+    elif isinstance(instance, dict) and "features" in instance:
+        values, keys, shape = instance["features"], None, None
+        where += " 'features'"
+    elif isinstance(instance, dict) and isinstance(instance.get("data"), dict) and \
+            isinstance(instance["data"].get("features"), dict):
+        tensor = instance["data"]["features"]
+        values, keys, shape = tensor.get("values"), tensor.get("keys"), tensor.get("shape")
+        where += " data.features"
+        if values is None:
+            raise BadRequest(f"{where} has no 'values'")
+    else:
+        raise BadRequest(f'record {index} must be {{"features": [...]}} or {{"data": {{"features": '
+                         f'{{"values": [...]}}}}}} (optionally with "keys" and "shape" for sparse data), '
+                         f"got {json.dumps(instance)[:100]}")
+    array = _number_array(values, f"{where} values", np.float32)
+    if keys is None:
+        dim = len(array)
+        if shape is not None and math.prod(_number_array(shape, f"{where} shape", np.int64).tolist()) != dim:
+            raise BadRequest(f"{where}: {dim} dense values do not fill shape {shape}")
+        _check_dim(dim, feature_dim, where)
+        return array, None, dim
+    key_array = _number_array(keys, f"{where} keys", np.int64)
+    if shape is None:
+        raise BadRequest(f"{where}: sparse records (with 'keys') need 'shape': [feature_dim]")
+    dim = math.prod(_number_array(shape, f"{where} shape", np.int64).tolist())
+    _check_dim(dim, feature_dim, where)
+    if len(key_array) != len(array):
+        raise BadRequest(f"{where}: {len(key_array)} keys but {len(array)} values; they must pair up")
+    if len(key_array) and (key_array.min() < 0 or key_array.max() >= dim):
+        raise BadRequest(f"{where}: key {int(key_array.max()) if key_array.max() >= dim else int(key_array.min())} "
+                         f"is outside the shape {shape} (keys are 0-based indices below {dim})")
+    return array, key_array, dim
+
+
+def _number_array(values, what: str, dtype) -> np.ndarray:
+    if not isinstance(values, list) or not all(_is_number(v) for v in values):
+        raise BadRequest(f"{what} must be a flat list of numbers, got {json.dumps(values)[:100]}")
+    array = np.asarray(values, dtype=np.float64)
+    if not np.isfinite(array).all():
+        raise BadRequest(f"{what} contain NaN or infinity")
+    if dtype is np.int64 and (array != np.round(array)).any():
+        raise BadRequest(f"{what} must be whole numbers")
+    return array.astype(dtype)
+
+
+def _check_dim(dim: int, feature_dim: int | None, where: str) -> None:
+    if feature_dim is not None and dim != feature_dim:
+        raise BadRequest(f"{where} has {dim} features, expected {feature_dim} (the model's feature_dim)")
+
+
+# --- responses --------------------------------------------------------------------------------
+
+
+def encode_response(outputs: dict[str, np.ndarray], keys: Sequence[str], response_key: str, accept: str) -> bytes:
+    """The response body in media type ``accept`` (one of :data:`RESPONSE_TYPES`)."""
+    columns = [(key, np.asarray(outputs[key])) for key in keys]
+    if accept == RECORDIO:
+        return _encode_recordio(columns)
+    if accept == CSV:
+        return _encode_csv(columns)
+    records = _records(columns)
+    if accept == JSONLINES:
+        return "".join(json.dumps(record) + "\n" for record in records).encode()
+    return json.dumps({response_key: records}).encode()
+
+
+def _records(columns: list[tuple[str, np.ndarray]]) -> list[dict]:
+    names = [key for key, _ in columns]
+    values = [array.astype(np.float64).tolist() for _, array in columns]
+    return [dict(zip(names, row)) for row in zip(*values)]
+
+
+def _encode_csv(columns: list[tuple[str, np.ndarray]]) -> bytes:
+    n = len(columns[0][1])
+    table = np.hstack([array.reshape(n, -1).astype(np.float64) for _, array in columns])
+    out = io.StringIO()
+    for row in table.tolist():
+        out.write(",".join(map(repr, row)))
+        out.write("\n")
+    return out.getvalue().encode()
+
+
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte = value & 0x7F
+        value >>= 7
+        if value:
+            out.append(byte | 0x80)
+        else:
+            out.append(byte)
+            return bytes(out)
+
+
+def _length_delimited(field: int, payload: bytes) -> bytes:
+    return _varint(field << 3 | 2) + _varint(len(payload)) + payload
+
+
+def _label_entry(key: str, count: int) -> tuple[bytes, int]:
+    """``Record.label`` map entry ``key -> Float32Tensor(values=[0.0]*count)`` and the offset of
+    the packed values inside it. (Record.label = field 2; entry key 1, value 2;
+    Value.float32_tensor = field 2; Float32Tensor.values = field 1, packed.)"""
+    values = _length_delimited(1, bytes(4 * count)) if count else b""
+    value = _length_delimited(2, values)
+    entry = _length_delimited(1, key.encode()) + _length_delimited(2, value)
+    encoded = _length_delimited(2, entry)
+    return encoded, len(encoded) - 4 * count
+
+
+def _encode_recordio(columns: list[tuple[str, np.ndarray]]) -> bytes:
+    """Every record has the same layout, so one template frame is tiled n times and each
+    output's float32 bytes are written into their column of the tile."""
+    n = len(columns[0][1])
+    payload, slots = b"", []
+    for key, array in columns:
+        values = array.reshape(n, -1)
+        entry, offset = _label_entry(key, values.shape[1])
+        slots.append((len(payload) + offset, values))
+        payload += entry
+    frame = encode_frame(payload)
+    block = np.tile(np.frombuffer(frame, dtype=np.uint8), (n, 1))
+    for offset, values in slots:
+        start = HEADER.size + offset
+        width = 4 * values.shape[1]
+        block[:, start : start + width] = np.ascontiguousarray(values, dtype="<f4").view(np.uint8)
+    return block.tobytes()

@@ -1,0 +1,74 @@
+"""``serve``: the Flask app under gunicorn, as SageMaker runs a hosting container.
+
+The model is loaded once, in the gunicorn master, before the workers fork (``preload_app``):
+a broken model stops the server at start-up with a clear message instead of failing every
+worker, ``/ping`` answers as soon as a worker is up, and the workers share the model's pages.
+
+Workers are gunicorn's threaded workers (``gthread``) so clients can keep connections alive
+(the SDK and boto3 both reuse connections); one thread each by default, because inference is
+CPU-bound and the workers already use the cores. SIGTERM (SageMaker's stop, followed by
+SIGKILL 30 s later) lets in-flight requests finish for up to ``GRACEFUL_TIMEOUT_S``, then exits 0.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from pathlib import Path
+
+from gunicorn.app.base import BaseApplication
+
+from .app import create_app
+
+GRACEFUL_TIMEOUT_S = 25  # inside SageMaker's 30 s between SIGTERM and SIGKILL
+KEEPALIVE_S = 75  # longer than common client pool idle times, so the server rarely drops a reused connection
+DEFAULT_HOST = "0.0.0.0"
+
+
+class _Server(BaseApplication):
+    def __init__(self, app, options: dict) -> None:
+        self._app = app
+        self._options = options
+        super().__init__()
+
+    def load_config(self) -> None:
+        known = self.cfg.settings
+        for key, value in self._options.items():
+            if key in known:  # settings newer than the installed gunicorn are skipped
+                self.cfg.set(key, value)
+
+    def load(self):
+        return self._app
+
+
+def _post_fork(server, worker) -> None:
+    """Torch (if an algorithm uses it) gets this worker's share of the cores, not all of them."""
+    if "torch" in sys.modules:
+        import torch
+
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // server.num_workers))
+
+
+def run_server(model_dir: Path, port: int, workers: int, timeout: int, host: str = DEFAULT_HOST,
+               threads: int = 1) -> None:
+    """Serve the model in ``model_dir`` on ``host:port`` until SIGTERM; returns when stopped."""
+    logging.getLogger("pipealgos.serve").setLevel(logging.INFO)
+    app = create_app(Path(model_dir))
+    options = {
+        "bind": f"{host}:{port}",
+        "workers": workers,
+        "worker_class": "gthread",
+        "threads": threads,
+        "timeout": timeout,
+        "graceful_timeout": GRACEFUL_TIMEOUT_S,
+        "keepalive": KEEPALIVE_S,
+        "preload_app": True,
+        "post_fork": _post_fork,
+        "accesslog": None,
+        "errorlog": "-",
+        "loglevel": "info",
+        "proc_name": "pipealgos-serve",
+        "control_socket_disable": True,  # gunicorn >= 25 would otherwise create a shared socket file
+    }
+    _Server(app, options).run()

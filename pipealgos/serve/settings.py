@@ -1,0 +1,44 @@
+"""Serving settings from the environment, as SageMaker and its inference toolkit name them.
+
+``SAGEMAKER_BIND_TO_PORT`` (default 8080), ``SAGEMAKER_MODEL_SERVER_WORKERS`` (default: the
+CPU count), ``SAGEMAKER_MODEL_SERVER_TIMEOUT`` (seconds, default 60). A value that is not a
+number is an error naming the variable, not a silent default.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+
+DEFAULT_PORT = 8080
+DEFAULT_TIMEOUT_S = 60
+
+
+class ServeConfigError(ValueError):
+    """A serving environment variable holds an unusable value."""
+
+
+def env_number(name: str, default, kind: Callable = int, minimum: float | None = None):
+    """``kind(os.environ[name])`` or ``default`` when unset or empty."""
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = kind(raw)
+    except ValueError:
+        raise ServeConfigError(f"{name}='{raw}' is not a valid {kind.__name__}") from None
+    if minimum is not None and value < minimum:
+        raise ServeConfigError(f"{name}={raw} must be at least {minimum}")
+    return value
+
+
+def default_port() -> int:
+    return env_number("SAGEMAKER_BIND_TO_PORT", DEFAULT_PORT, int, minimum=1)
+
+
+def default_workers() -> int:
+    return env_number("SAGEMAKER_MODEL_SERVER_WORKERS", os.cpu_count() or 1, int, minimum=1)
+
+
+def default_timeout() -> int:
+    return env_number("SAGEMAKER_MODEL_SERVER_TIMEOUT", DEFAULT_TIMEOUT_S, int, minimum=1)
