@@ -1,0 +1,54 @@
+"""``pipealgos run JOB.json``: run a CreateTrainingJob request locally; print the JSON summary.
+
+Exit status: 0 Completed, 1 Failed, 3 Stopped (MaxRuntimeInSeconds), 2 for a request that
+is not valid (the problems are listed with their JSON paths).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+EXIT_BAD_REQUEST = 2
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser("run", help="run a CreateTrainingJob request (JSON) locally",
+                              description=__doc__)
+    p.add_argument("job", type=Path, help="JSON file holding the CreateTrainingJob request")
+    p.add_argument("--endpoint-url", help="S3 endpoint for s3:// URIs (default: $AWS_ENDPOINT_URL_S3, else AWS)")
+    p.add_argument("--work-dir", type=Path, help="where the hosts' ML roots go (default: a temporary folder)")
+    p.add_argument("--keep-work-dir", action="store_true", help="keep the ML roots and host logs afterwards")
+    p.add_argument("--workers", type=int, default=8, help="parallel GETs per channel and host (default 8)")
+    p.add_argument("--chunk-mb", type=float, default=8, help="size of one ranged GET in MB (default 8)")
+    p.add_argument("--memory-cap-mb", type=float, default=64,
+                   help="Pipe mode: bytes fetched ahead per channel and host, in MB (default 64)")
+    p.add_argument("--stop-grace", type=float, default=120.0,
+                   help="seconds between SIGTERM and SIGKILL when MaxRuntimeInSeconds is reached (default 120)")
+    p.add_argument("--progress", choices=("auto", "tty", "plain"), default="auto",
+                   help="status display: redrawn line on a terminal, log lines otherwise (default auto)")
+    p.add_argument("--summary", type=Path, help="also write the JSON summary to this file")
+    p.set_defaults(func=_run)
+
+
+def _run(args) -> int:
+    from .feeder import FeedOptions
+    from .job import JobSpecError, load_job
+    from .runner import RunOptions, run_job
+
+    try:
+        job = load_job(args.job)
+    except (JobSpecError, OSError) as exc:
+        sys.stderr.write(f"pipealgos run: {exc}\n")
+        return EXIT_BAD_REQUEST
+    feed = FeedOptions(workers=args.workers, chunk_size=int(args.chunk_mb * (1 << 20)),
+                       memory_cap=int(args.memory_cap_mb * (1 << 20)))
+    options = RunOptions(work_dir=args.work_dir, keep_work_dir=args.keep_work_dir, endpoint_url=args.endpoint_url,
+                         feed=feed, stop_grace=args.stop_grace, progress=args.progress)
+    result = run_job(job, options)
+    text = json.dumps(result.summary, indent=2)
+    print(text)
+    if args.summary:
+        args.summary.write_text(text + "\n")
+    return result.exit_status

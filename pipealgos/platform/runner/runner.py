@@ -1,0 +1,333 @@
+"""Runs one training job locally the way SageMaker would: list, lay out, feed, train, pack.
+
+1. List each channel's objects (``S3Prefix`` or ``ManifestFile``); an empty or unreadable
+   input fails the job before any host starts.
+2. Lay out ``<work>/<job>/<host>/`` as each host's ML root; pre-fill checkpoints.
+3. File / FastFile channels: download each host's share into ``input/data/<channel>/``.
+   Pipe channels: start one :class:`PipeFeeder` per (host, channel); epoch 0 is prefetched.
+4. Start ``train`` on every host, watch them: the first non-zero exit (or feeder failure) is
+   the job's failure and names its host. The others are expected to fail on their own within
+   the collective timeout; any still running ``failure_grace`` seconds later are killed.
+   ``MaxRuntimeInSeconds`` sends SIGTERM to every host, then SIGKILL ``stop_grace`` seconds
+   later (120 s, as ``docker stop -t120``) — status ``Stopped`` / ``MaxRuntimeExceeded``.
+5. Completed or Stopped: pack every host's ``model/`` into ``model.tar.gz`` and
+   ``output/data/`` into ``output.tar.gz`` at ``S3OutputPath/<job>/output/``; upload
+   checkpoints. A Failed job uploads nothing, as on SageMaker.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TextIO
+
+from ..config import MLRoot
+from . import plan
+from .download import DownloadCounter, download_objects
+from .feeder import FeedOptions, PipeFeeder
+from .hosts import HostProcess, free_port, host_environment, pack
+from .job import ChannelInput, Job
+from .layout import checkpoint_local_path, lay_out_host
+from .progress import ChannelProgress, Display, summary
+from .storage import StorageError, StoredObject, Stores, join_uri
+
+EXIT_COMPLETED, EXIT_FAILED, EXIT_STOPPED = 0, 1, 3
+
+
+@dataclass
+class RunOptions:
+    """How to run (not what: that is the :class:`Job`)."""
+
+    work_dir: Path | None = None  # default: a temporary folder, removed afterwards
+    keep_work_dir: bool = False
+    endpoint_url: str | None = None
+    s3_timeout: float = 60.0
+    feed: FeedOptions = field(default_factory=FeedOptions)
+    stop_grace: float = 120.0
+    failure_grace: float = 90.0
+    progress: str = "auto"  # auto | tty | plain
+    progress_stream: TextIO | None = None
+    progress_interval: float = 10.0
+    poll_interval: float = 0.1
+
+
+@dataclass
+class JobResult:
+    status: str
+    secondary: str
+    failure: str | None
+    failed_host: str | None
+    summary: dict
+
+    @property
+    def exit_status(self) -> int:
+        return {"Completed": EXIT_COMPLETED, "Stopped": EXIT_STOPPED}.get(self.status, EXIT_FAILED)
+
+
+class DiskSampler(threading.Thread):
+    """Peak bytes of regular files under ``root`` (FIFOs take no space), sampled every ``interval`` s."""
+
+    def __init__(self, root: Path, interval: float = 0.25) -> None:
+        super().__init__(daemon=True, name="disk-sampler")
+        self.root = root
+        self.interval = interval
+        self.peak = 0
+        self._stop_event = threading.Event()
+
+    def sample(self) -> int:
+        total = 0
+        for dirpath, _, filenames in os.walk(self.root):
+            for name in filenames:
+                try:
+                    st = os.lstat(os.path.join(dirpath, name))
+                except FileNotFoundError:
+                    continue
+                if (st.st_mode & 0o170000) == 0o100000:
+                    total += st.st_size
+        self.peak = max(self.peak, total)
+        return total
+
+    def run(self) -> None:
+        while not self._stop_event.wait(self.interval):
+            self.sample()
+
+    def stop(self) -> int:
+        self._stop_event.set()
+        self.join()
+        self.sample()
+        return self.peak
+
+
+class JobRun:
+    """One run of ``job``. :meth:`list_inputs` may be called first (tests change the store
+    between listing and reading); :meth:`run` does everything else and returns the result."""
+
+    def __init__(self, job: Job, options: RunOptions | None = None) -> None:
+        self.job = job
+        self.options = options or RunOptions()
+        self.stores = Stores(self.options.endpoint_url, self.options.s3_timeout)
+        self.objects: dict[str, list[StoredObject]] | None = None
+        self.display = Display(self.options.progress_stream, self.options.progress, self.options.progress_interval)
+        self.hosts: dict[str, HostProcess] = {}
+        self.feeders: list[PipeFeeder] = []
+        self.downloads: dict[str, tuple[DownloadCounter, float, float]] = {}
+        self.failure: str | None = None
+        self.failed_host: str | None = None
+        self._failed_at: float | None = None
+        self._lock = threading.Lock()
+        self._started = time.monotonic()
+
+    # -- steps ---------------------------------------------------------------------------
+    def list_inputs(self) -> dict[str, list[StoredObject]]:
+        if self.objects is None:
+            self.objects = {ch.name: plan.list_objects(self.stores.for_uri(ch.uri), ch.uri, ch.data_type, ch.name)
+                            for ch in self.job.channels}
+        return self.objects
+
+    def _fail(self, host: str | None, reason: str) -> bool:
+        """Record the job's failure if it is the first; True if it was."""
+        with self._lock:
+            if self.failure is not None:
+                return False
+            self.failure, self.failed_host, self._failed_at = reason, host, time.monotonic()
+        self.display.note(f"job failed{f' on {host}' if host else ''}: {reason}")
+        return True
+
+    def _feeder_failed(self, host: str, message: str) -> None:
+        self._fail(host, f"ClientError: Data download failed: {message}")
+        with self._lock:
+            proc = self.hosts.get(host)
+        if proc is not None:
+            proc.kill_and_wait()
+
+    def _download(self, ch: ChannelInput, roots: dict[str, MLRoot]) -> None:
+        counter, started = DownloadCounter(), time.monotonic()
+        store = self.stores.for_uri(ch.uri)
+        hosts = self.job.hosts
+        for index, host in enumerate(hosts):
+            share = plan.host_objects(self.objects[ch.name], index, len(hosts), ch.sharded)
+            try:
+                download_objects(store, share, roots[host].data_dir / ch.name, self.options.feed, counter)
+            except StorageError as exc:
+                raise StorageError(f"File-mode download of channel '{ch.name}' for {host} failed: {exc}") from None
+        self.downloads[ch.name] = (counter, started, time.monotonic())
+
+    def _start_feeders(self, ch: ChannelInput, roots: dict[str, MLRoot]) -> None:
+        hosts = self.job.hosts
+        objects = self.objects[ch.name]
+        for index, host in enumerate(hosts):
+            def for_epoch(epoch: int, index=index) -> list[StoredObject]:
+                return plan.host_objects(objects, index, len(hosts), ch.sharded, ch.shuffle_seed, epoch)
+
+            feeder = PipeFeeder(host, ch.name, roots[host].data_dir, self.stores.for_uri(ch.uri), for_epoch,
+                                ch.record_wrapper == "RecordIO", self.options.feed,
+                                lambda message, host=host: self._feeder_failed(host, message))
+            feeder.start()
+            self.feeders.append(feeder)
+
+    def _prefill_checkpoints(self, roots: dict[str, MLRoot]) -> None:
+        if self.job.checkpoint_uri is None:
+            return
+        store = self.stores.for_uri(self.job.checkpoint_uri)
+        existing = store.list_prefix(self.job.checkpoint_uri.rstrip("/") + "/")
+        for ml in roots.values():
+            download_objects(store, existing, checkpoint_local_path(self.job, ml), self.options.feed, DownloadCounter())
+
+    # -- the job ------------------------------------------------------------------------
+    def run(self) -> JobResult:
+        work = Path(self.options.work_dir or tempfile.mkdtemp(prefix="pipealgos-run-"))
+        job_dir = work / self.job.name
+        if job_dir.exists():
+            shutil.rmtree(job_dir)
+        job_dir.mkdir(parents=True)
+        disk = DiskSampler(job_dir)
+        disk.start()
+        roots: dict[str, MLRoot] = {}
+        stopped = False
+        try:
+            try:
+                self.list_inputs()
+                roots = {host: lay_out_host(self.job, host, job_dir / host) for host in self.job.hosts}
+                self._prefill_checkpoints(roots)
+                for ch in self.job.channels:
+                    if not ch.is_pipe:
+                        self._download(ch, roots)
+                disk.sample()
+                for ch in self.job.channels:
+                    if ch.is_pipe:
+                        self._start_feeders(ch, roots)
+            except (plan.PlanError, StorageError) as exc:
+                self._fail(None, f"ClientError: {exc}")
+            if self.failure is None:
+                stopped = self._run_hosts(roots, job_dir)
+        finally:
+            for feeder in self.feeders:
+                feeder.stop()
+            for feeder in self.feeders:
+                feeder.join(10)
+            peak = disk.stop()
+            self.display.update(self._channel_progress(), force=True)
+            self.display.close()
+        result = self._result(stopped, roots, peak)
+        if not self.options.keep_work_dir:
+            shutil.rmtree(job_dir, ignore_errors=True)
+            if self.options.work_dir is None:
+                shutil.rmtree(work, ignore_errors=True)
+        return result
+
+    def _run_hosts(self, roots: dict[str, MLRoot], job_dir: Path) -> bool:
+        """Start every host and wait for all of them; True if MaxRuntimeInSeconds stopped them."""
+        env = host_environment(self.job, free_port())
+        with self._lock:
+            if self.failure is None:
+                for host, ml in roots.items():
+                    self.hosts[host] = HostProcess(host, ml, self.job.algorithm, env, job_dir / f"{host}.log",
+                                                   self.display.host_line)
+        deadline = None if self.job.max_runtime is None else self._started + self.job.max_runtime
+        stopped, kill_at = False, None
+        while any(proc.poll() is None for proc in self.hosts.values()):
+            time.sleep(self.options.poll_interval)
+            now = time.monotonic()
+            self.display.update(self._channel_progress())
+            for host, proc in self.hosts.items():
+                code = proc.poll()
+                if code not in (None, 0) and not stopped:
+                    self._fail(host, self._host_failure(proc))
+            if deadline is not None and now >= deadline and not stopped:
+                stopped, kill_at = True, now + self.options.stop_grace
+                self.display.note(f"MaxRuntimeInSeconds ({self.job.max_runtime}) reached: SIGTERM to every host, "
+                                  f"SIGKILL after {self.options.stop_grace:g} s")
+                for proc in self.hosts.values():
+                    proc.signal(signal.SIGTERM)
+            if self._failed_at is not None and kill_at is None:
+                kill_at = self._failed_at + self.options.failure_grace
+            if kill_at is not None and now >= kill_at:
+                for host, proc in self.hosts.items():
+                    if proc.poll() is None:
+                        self.display.note(f"{host} still running: killing it")
+                        proc.kill_and_wait()
+        for proc in self.hosts.values():
+            proc.wait_log()
+        return stopped
+
+    @staticmethod
+    def _host_failure(proc: HostProcess) -> str:
+        text = proc.failure_text()
+        if text:
+            return text
+        if proc.exit_code is not None and proc.exit_code < 0:
+            return f"AlgorithmError: host {proc.host} was killed by signal {-proc.exit_code}"
+        return f"AlgorithmError: , exit code: {proc.exit_code}"
+
+    # -- the outcome ----------------------------------------------------------------------
+    def _channel_progress(self) -> list[ChannelProgress]:
+        result = []
+        for ch in self.job.channels:
+            objects = len(self.objects[ch.name]) if self.objects else 0
+            planned = objects * len(self.job.hosts) if not ch.sharded else objects
+            progress = ChannelProgress(ch.name, ch.input_mode, planned_objects=planned)
+            if ch.is_pipe:
+                stats = [f.stats for f in self.feeders if f.channel == ch.name]
+                progress.bytes = sum(s.bytes for s in stats)
+                progress.objects = sum(s.objects for s in stats)
+                firsts = [s.first_byte_at for s in stats if s.first_byte_at is not None]
+                opens = [s.reader_opened_at for s in stats if s.reader_opened_at is not None]
+                lasts = [s.last_byte_at for s in stats if s.last_byte_at is not None]
+                if firsts:
+                    progress.first_byte_s = min(firsts) - self._started
+                    progress.first_byte_after_open_s = max(0.0, min(firsts) - min(opens))
+                    progress.active_s = max(lasts) - min(opens)
+            elif ch.name in self.downloads:
+                counter, start, end = self.downloads[ch.name]
+                progress.bytes, progress.objects = counter.bytes, counter.objects
+                progress.first_byte_s = end - self._started
+                progress.active_s = end - start
+            result.append(progress)
+        return result
+
+    def _result(self, stopped: bool, roots: dict[str, MLRoot], peak_disk: int) -> JobResult:
+        if stopped:
+            status, secondary, failure = "Stopped", "MaxRuntimeExceeded", None
+        elif self.failure is not None:
+            status, secondary, failure = "Failed", "Failed", self.failure
+        else:
+            status, secondary, failure = "Completed", "Completed", None
+        artifacts: dict = {}
+        if status != "Failed" and roots:
+            try:
+                artifacts = self._upload_artifacts(roots)
+            except StorageError as exc:
+                status, secondary, failure = "Failed", "Failed", f"ClientError: uploading the artifacts failed: {exc}"
+        exit_codes = {host: proc.exit_code for host, proc in self.hosts.items()}
+        body = summary(self.job.name, status, secondary, failure, self.failed_host if failure else None, exit_codes,
+                       self._channel_progress(), time.monotonic() - self._started, peak_disk, artifacts)
+        return JobResult(status, secondary, failure, self.failed_host if failure else None, body)
+
+    def _upload_artifacts(self, roots: dict[str, MLRoot]) -> dict:
+        out = join_uri(self.job.output_path, f"{self.job.name}/output")
+        store = self.stores.for_uri(out)
+        with tempfile.TemporaryDirectory(prefix="pipealgos-pack-") as tmp:
+            model = pack([ml.model_dir for ml in roots.values()], Path(tmp) / "model.tar.gz")
+            output = pack([ml.output_data_dir for ml in roots.values()], Path(tmp) / "output.tar.gz")
+            store.upload(model, join_uri(out, "model.tar.gz"))
+            store.upload(output, join_uri(out, "output.tar.gz"))
+        artifacts = {"ModelArtifacts": {"S3ModelArtifacts": join_uri(out, "model.tar.gz")},
+                     "OutputDataArtifacts": join_uri(out, "output.tar.gz")}
+        if self.job.checkpoint_uri is not None:
+            ckpt_store = self.stores.for_uri(self.job.checkpoint_uri)
+            for ml in roots.values():
+                local = checkpoint_local_path(self.job, ml)
+                for path in sorted(p for p in local.rglob("*") if p.is_file()):
+                    ckpt_store.upload(path, join_uri(self.job.checkpoint_uri, str(path.relative_to(local))))
+        return artifacts
+
+
+def run_job(job: Job, options: RunOptions | None = None) -> JobResult:
+    """Run ``job`` to the end and return its result (status, failure, JSON summary)."""
+    return JobRun(job, options).run()

@@ -1,0 +1,95 @@
+"""The CreateTrainingJob request: accepted as boto3 users write it; errors name the JSON path.
+And the ML root a host gets, with the config files in SageMaker's shapes."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from conftest import pca_request
+from pipealgos.platform.config import read_input_data_config, read_resource_config
+from pipealgos.platform.runner.job import JobSpecError, parse_job
+from pipealgos.platform.runner.layout import lay_out_host
+
+
+def test_a_sagemaker_request_parses():
+    request = pca_request("job-1", "s3://bucket/train/", "s3://bucket/out", mode="Pipe", hosts=3,
+                          distribution="ShardedByS3Key",
+                          channel_extra={"ContentType": "application/x-recordio-protobuf",
+                                         "CompressionType": "Gzip", "ShuffleConfig": {"Seed": 3}})
+    request["CheckpointConfig"] = {"S3Uri": "s3://bucket/ckpt"}
+    request["Environment"] = {"A": "1"}
+    job = parse_job(request)
+    assert job.algorithm == "pca" and job.hosts == ["algo-1", "algo-2", "algo-3"]
+    (ch,) = job.channels
+    assert (ch.input_mode, ch.sharded, ch.compression, ch.shuffle_seed) == ("Pipe", True, "Gzip", 3)
+    assert job.environment == (("A", "1"),) and job.checkpoint_uri == "s3://bucket/ckpt"
+
+
+def test_problems_are_listed_with_their_json_paths():
+    request = pca_request("bad_name!", "s3://b/t/", "s3://b/o")
+    request["HyperParameters"]["feature_dim"] = 6
+    request["InputDataConfig"][0]["DataSource"]["S3DataSource"]["S3DataTyp"] = "S3Prefix"
+    request["InputDataConfig"][0]["CompressionType"] = "Gzip"
+    request["ResourceConfig"]["InstanceCount"] = 0
+    request["AlgorithmSpecification"]["TrainingImage"] = "x/unknown-algo:1"
+    request["Surprise"] = True
+    with pytest.raises(JobSpecError) as info:
+        parse_job(request)
+    paths = {path for path, _ in info.value.problems}
+    assert paths == {
+        "$.TrainingJobName", "$.HyperParameters.feature_dim",
+        "$.InputDataConfig[0].DataSource.S3DataSource.S3DataTyp", "$.InputDataConfig[0].CompressionType",
+        "$.ResourceConfig.InstanceCount", "$.AlgorithmSpecification.TrainingImage", "$.Surprise",
+    }
+    text = str(info.value)
+    assert 'write it as "6"' in text and "Gzip applies to Pipe mode only" in text and "unknown-algo" in text
+
+
+def test_missing_and_unsupported_fields():
+    with pytest.raises(JobSpecError) as info:
+        parse_job({"TrainingJobName": "j", "AlgorithmSpecification": {"AlgorithmName": "pca"},
+                   "InputDataConfig": [{"ChannelName": "train", "DataSource": {"S3DataSource": {
+                       "S3DataType": "AugmentedManifestFile", "S3Uri": "s3://b/m"}}}],
+                   "ResourceConfig": {"InstanceCount": 1}})
+    problems = dict(info.value.problems)
+    assert "required" in problems["$.OutputDataConfig"] or "required" in problems["$.OutputDataConfig.S3OutputPath"]
+    assert "not supported" in problems["$.InputDataConfig[0].DataSource.S3DataSource.S3DataType"]
+    with pytest.raises(JobSpecError, match=r"\$: must be an object"):
+        parse_job([1, 2])
+
+
+def test_cli_rejects_a_bad_request_with_exit_2(tmp_path):
+    bad = tmp_path / "job.json"
+    bad.write_text(json.dumps({"TrainingJobName": "j", "AlgorithmSpecification": {"TrainingImage": "pca"},
+                               "OutputDataConfig": {"S3OutputPath": str(tmp_path)},
+                               "ResourceConfig": {"InstanceCount": "2"}}))
+    proc = subprocess.run([sys.executable, "-m", "pipealgos.cli", "run", str(bad)], capture_output=True, text=True)
+    assert proc.returncode == 2
+    assert "$.ResourceConfig.InstanceCount: must be an integer" in proc.stderr
+    (tmp_path / "broken.json").write_text("{")
+    proc = subprocess.run([sys.executable, "-m", "pipealgos.cli", "run", str(tmp_path / "broken.json")],
+                          capture_output=True, text=True)
+    assert proc.returncode == 2 and "is not valid JSON" in proc.stderr
+
+
+def test_host_layout_matches_sagemaker_files(tmp_path):
+    request = pca_request("lay", "s3://b/t/", "s3://b/o", mode="Pipe", hosts=12, distribution="ShardedByS3Key",
+                          channel_extra={"ContentType": "text/csv;label_size=0"})
+    request["CheckpointConfig"] = {"S3Uri": "s3://b/ckpt"}
+    job = parse_job(request)
+    ml = lay_out_host(job, "algo-2", tmp_path / "algo-2")
+    resources = json.loads((ml.config_dir / "resourceconfig.json").read_text())
+    assert resources["hosts"][:4] == ["algo-1", "algo-10", "algo-11", "algo-12"]  # lexicographic, as SageMaker
+    assert resources["instance_groups"][0]["hosts"] == resources["hosts"]
+    assert read_resource_config(ml).rank == resources["hosts"].index("algo-2")
+    idc = json.loads((ml.config_dir / "inputdataconfig.json").read_text())
+    assert idc == {"train": {"ContentType": "text/csv;label_size=0", "TrainingInputMode": "Pipe",
+                             "S3DistributionType": "ShardedByS3Key", "RecordWrapperType": "None"}}
+    assert read_input_data_config(ml)["train"].input_mode == "Pipe"
+    hps = json.loads((ml.config_dir / "hyperparameters.json").read_text())
+    assert hps == {"feature_dim": "6", "num_components": "3", "mini_batch_size": "64"}
+    ckpt = json.loads((ml.config_dir / "checkpointconfig.json").read_text())
+    assert ckpt == {"LocalPath": str(ml.root / "checkpoints"), "S3Uri": "s3://b/ckpt"}
+    assert ml.model_dir.is_dir() and ml.output_data_dir.is_dir()
