@@ -11,9 +11,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pipealgos.algorithms import kmeans, pca
+from pipealgos.algorithms import linear_learner
 
 from .hyperparameters import Schema
 from .schemas import kmeans as kmeans_schema
+from .schemas import linear_learner as linear_learner_schema
 from .schemas import pca as pca_schema
 
 
@@ -67,6 +69,21 @@ ALGORITHMS: dict[str, AlgorithmSpec] = {
             conformance_hyperparameters={"feature_dim": "6", "k": "3", "mini_batch_size": "50", "epochs": "2",
                                          "extra_center_factor": "4", "local_lloyd_num_trials": "2",
                                          "eval_metrics": '["msd", "ssd"]', "force_dense": "True"},
+        ),
+        AlgorithmSpec(
+            name=linear_learner.NAME,
+            schema=linear_learner_schema.SCHEMA,
+            params_type=linear_learner.LinearLearnerParams,
+            train=linear_learner.train,
+            model_type=linear_learner.LinearLearnerModel,
+            response_key="predictions",
+            # Regressors predict "score" only.
+            outputs=("score", "predicted_label"),
+            channels=("train", "validation", "test"),
+            supervised=True,
+            aliases=("linear_learner", "linear-learner"),
+            conformance_hyperparameters={"predictor_type": "regressor", "feature_dim": "6", "mini_batch_size": "50",
+                                         "epochs": "3", "num_models": "4", "num_point_for_scaler": "100"},
         ),
     )
 }

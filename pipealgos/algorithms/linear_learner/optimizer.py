@@ -1,0 +1,107 @@
+"""One optimizer step for all models at once, each with its own optimizer and settings.
+
+The parameters of every model live in one tensor ``theta`` of shape (d + 1, M, K): row j < d
+holds feature j's weights, row d the bias, for M models and K outputs. (That layout makes the
+forward pass one matrix product ``X @ theta[:d].view(d, M*K)`` — about five times faster on CPU
+than a batched (M, d, K) product; :meth:`LinearStack.stacked` gives the (M, d, K) view.)
+
+Per step, for each model m with learning rate lr_m (times ``bias_lr_mult`` on the bias row,
+times the schedule) and gradient g = ∇loss + wd_m·θ (``bias_wd_mult``·wd_m on the bias):
+
+* sgd: v ← momentum·v + g; θ ← θ − lr·v
+* adam: m ← β1·m + (1−β1)·g; v ← β2·v + (1−β2)·g²; θ ← θ − lr·m̂/(√v̂ + 1e-8) (bias-corrected)
+* rmsprop: v ← 0.95·v + 0.05·g²; θ ← θ − lr·g/(√v + 1e-8) (MXNet's default decay)
+
+then the proximal step of the l1 penalty: θ ← sign(θ)·max(|θ| − lr·l1_m, 0) on the weights
+(never the bias). The schedule multiplies every rate by ``lr_scheduler_factor`` once per
+``lr_scheduler_step`` updates, but never below ``lr_scheduler_minimum_lr`` (nor below a rate
+that starts under it). Models of each optimizer are updated under a mask, so the whole step is
+a fixed handful of tensor operations whatever the mix.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+EPS = 1e-8
+RMSPROP_DECAY = 0.95
+
+
+@dataclass(frozen=True)
+class StepSettings:
+    momentum: float
+    beta_1: float
+    beta_2: float
+    bias_lr_mult: float
+    bias_wd_mult: float
+    use_bias: bool
+    use_scheduler: bool
+    scheduler_step: int
+    scheduler_factor: float
+    scheduler_minimum_lr: float
+
+
+class BatchedOptimizer:
+    def __init__(self, theta: torch.Tensor, optimizers: tuple[str, ...], learning_rate: np.ndarray,
+                 wd: np.ndarray, l1: np.ndarray, s: StepSettings) -> None:
+        rows, models, _ = theta.shape
+        self.s = s
+        self.t = 0
+        dtype, device = theta.dtype, theta.device
+
+        def per_model(values) -> torch.Tensor:
+            return torch.as_tensor(np.asarray(values, dtype=np.float64), dtype=dtype, device=device).view(1, models, 1)
+
+        self.base_lr = per_model(learning_rate)
+        self.floor_lr = torch.minimum(self.base_lr, torch.full_like(self.base_lr, s.scheduler_minimum_lr))
+        row_lr = torch.ones(rows, 1, 1, dtype=dtype, device=device)
+        row_lr[-1] = s.bias_lr_mult if s.use_bias else 0.0
+        self.row_lr = row_lr
+        row_wd = torch.ones(rows, 1, 1, dtype=dtype, device=device)
+        row_wd[-1] = s.bias_wd_mult
+        self.wd = per_model(wd) * row_wd
+        self.l1 = per_model(l1)
+        self.masks = {name: per_model([o == name for o in optimizers]) for name in set(optimizers)}
+        self.state = {name: [torch.zeros_like(theta) for _ in range(2 if name == "adam" else 1)]
+                      for name in self.masks}
+
+    def rates(self) -> torch.Tensor:
+        """The current learning rate of each model, (1, M, 1)."""
+        if not self.s.use_scheduler:
+            return self.base_lr
+        decay = self.s.scheduler_factor ** (self.t // self.s.scheduler_step)
+        return torch.maximum(self.base_lr * decay, self.floor_lr)
+
+    def step(self, theta: torch.Tensor, grad: torch.Tensor) -> None:
+        """Update ``theta`` in place from the data gradient ``grad`` (same shape)."""
+        self.t += 1
+        lr = self.rates() * self.row_lr
+        g = grad + self.wd * theta
+        update = torch.zeros_like(theta)
+        for name, mask in self.masks.items():
+            update += mask * self._direction(name, g)
+        theta -= lr * update
+        if bool((self.l1 > 0).any()):
+            weights = theta[:-1]
+            shrink = lr[:-1] * self.l1
+            weights.copy_(weights.sign() * (weights.abs() - shrink).clamp_min(0))
+
+    def _direction(self, name: str, g: torch.Tensor) -> torch.Tensor:
+        s, state = self.s, self.state[name]
+        if name == "sgd":
+            velocity = state[0]
+            velocity.mul_(s.momentum).add_(g)
+            return velocity
+        if name == "adam":
+            m, v = state
+            m.mul_(s.beta_1).add_(g, alpha=1 - s.beta_1)
+            v.mul_(s.beta_2).addcmul_(g, g, value=1 - s.beta_2)
+            m_hat = m / (1 - s.beta_1 ** self.t)
+            v_hat = v / (1 - s.beta_2 ** self.t)
+            return m_hat / (v_hat.sqrt() + EPS)
+        v = state[0]
+        v.mul_(RMSPROP_DECAY).addcmul_(g, g, value=1 - RMSPROP_DECAY)
+        return g / (v.sqrt() + EPS)
