@@ -122,6 +122,10 @@ class OrderedFetcher:
             self._fill()
             yield piece, data
 
+    def cancel(self) -> None:
+        """Make fetches in progress stop retrying (may be called from another thread)."""
+        self._cancelled.set()
+
     def close(self) -> None:
         self._cancelled.set()
         for _, future in self._window:
@@ -167,9 +171,14 @@ class PipeFeeder(threading.Thread):
         self.stats = FeedStats(host, channel)
         self.error: str | None = None
         self._stop_event = threading.Event()
+        self._active: OrderedFetcher | None = None
 
     def stop(self) -> None:
+        """Stop at the next step; fetches in progress give up instead of retrying."""
         self._stop_event.set()
+        active = self._active
+        if active is not None:
+            active.cancel()
 
     def run(self) -> None:
         epoch = 0
@@ -202,6 +211,8 @@ class PipeFeeder(threading.Thread):
         except BrokenPipeError:
             return True  # the algorithm stopped reading this pass early: allowed
         except (StorageError, FeedError) as exc:
+            if self._stop_event.is_set():
+                return False  # the job is over; a fetch cut short by stop() is no failure
             # Stop the reader first: closing the FIFO now would look like a clean, short epoch.
             self.error = f"channel '{self.channel}' on {self.stats.host}, epoch {epoch}: {exc}"
             self.on_failure(self.error)
@@ -215,7 +226,8 @@ class PipeFeeder(threading.Thread):
 
     def _fetcher(self, epoch: int) -> OrderedFetcher:
         todo = pieces(self.objects_for_epoch(epoch), self.options.chunk_size, self.wrap_recordio)
-        return OrderedFetcher(self.store, todo, self.options)
+        self._active = OrderedFetcher(self.store, todo, self.options)
+        return self._active
 
     def _open_writer(self, path: Path) -> int | None:
         """Open the FIFO for writing once a reader has it open; None if stopped first."""
