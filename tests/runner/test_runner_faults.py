@@ -1,0 +1,125 @@
+"""Faults (issue 3 section 5): every one ends in a clear status and reason, never a hang or a
+silently short epoch."""
+
+import signal
+import threading
+import time
+
+import numpy as np
+
+from conftest import dense_bytes, pca_request, upload_parts
+from pipealgos.platform.runner import JobRun, RunOptions, parse_job
+from pipealgos.platform.runner.feeder import FeedOptions
+from pipealgos.platform.runner.storage import RetryPolicy
+from seaweed import BUCKET
+
+RNG = np.random.default_rng(3)
+FAST_RETRY = FeedOptions(workers=2, chunk_size=64 << 10, memory_cap=128 << 10,
+                         retry=RetryPolicy(attempts=3, backoff=0.05))
+
+
+def options(**extra) -> RunOptions:
+    return RunOptions(progress="plain", failure_grace=60, **extra)
+
+
+def use_server(monkeypatch, server):
+    for key, value in server.env().items():
+        monkeypatch.setenv(key, value)
+
+
+def test_server_killed_mid_stream_fails_the_job_naming_the_object(own_seaweed, monkeypatch, tmp_path):
+    use_server(monkeypatch, own_seaweed)
+    parts = [dense_bytes(RNG.normal(size=(4000, 6))) for _ in range(6)]  # ~0.6 MB each
+    uri = upload_parts(own_seaweed, "killed", parts)
+    run = JobRun(parse_job(pca_request("killed", uri, str(tmp_path / "out"), mode="Pipe")),
+                 options(feed=FeedOptions(workers=1, chunk_size=16 << 10, memory_cap=16 << 10,
+                                          retry=RetryPolicy(attempts=3, backoff=0.05))))
+    outcome = {}
+    thread = threading.Thread(target=lambda: outcome.setdefault("result", run.run()))
+    thread.start()
+    deadline = time.monotonic() + 60
+    while not any(f.stats.bytes for f in run.feeders):  # streaming has started: now kill the server
+        assert time.monotonic() < deadline
+        time.sleep(0.005)
+    own_seaweed.kill()
+    thread.join(60)
+    result = outcome["result"]
+    assert result.status == "Failed" and result.failed_host == "algo-1"
+    assert "Data download failed" in result.failure and f"s3://{BUCKET}/killed/part-" in result.failure
+    assert "after 3 attempts" in result.failure
+    assert result.summary["ExitCodes"]["algo-1"] == -signal.SIGKILL  # stopped before it could see EOF
+    assert not (tmp_path / "out").exists()  # a failed job uploads nothing
+
+
+def test_object_deleted_between_listing_and_reading(s3env, tmp_path):
+    for mode in ("Pipe", "File"):
+        prefix = f"deleted-{mode.lower()}"
+        uri = upload_parts(s3env, prefix, [dense_bytes(RNG.normal(size=(50, 6))) for _ in range(3)])
+        run = JobRun(parse_job(pca_request(prefix, uri, str(tmp_path / "out"), mode=mode)), options(feed=FAST_RETRY))
+        run.list_inputs()
+        s3env.client().delete_object(Bucket=BUCKET, Key=f"{prefix}/part-001.pbr")
+        result = run.run()
+        assert result.status == "Failed", result.summary
+        assert f"s3://{BUCKET}/{prefix}/part-001.pbr" in result.failure and "NoSuchKey" in result.failure
+        assert "deleted after it was listed?" in result.failure
+
+
+def test_empty_prefix_fails_before_any_host_starts(s3env, tmp_path):
+    result = JobRun(parse_job(pca_request("empty", f"s3://{BUCKET}/nothing/here/", str(tmp_path)))).run()
+    assert result.status == "Failed" and result.summary["ExitCodes"] == {}
+    assert "channel 'train': no objects found under S3Prefix s3://pipealgos-test/nothing/here/" in result.failure
+
+
+def test_algorithm_failing_mid_epoch(s3env, tmp_path):
+    good = dense_bytes(RNG.normal(size=(300, 6)))
+    uri = upload_parts(s3env, "corrupt", [good, good, b"\x01\x02\x03\x04" * 1000, good])
+    run = JobRun(parse_job(pca_request("corrupt", uri, str(tmp_path / "out"), mode="Pipe")), options())
+    result = run.run()
+    assert result.status == "Failed" and result.failed_host == "algo-1"
+    assert result.failure.startswith("ClientError:") and "not a RecordIO frame" in result.failure
+    assert result.summary["ExitCodes"] == {"algo-1": 1}
+    assert all(not f.is_alive() and f.error is None for f in run.feeders)  # the feeder stopped cleanly
+
+
+def test_a_host_killed_in_a_three_host_job(s3env, tmp_path):
+    uri = upload_parts(s3env, "three", [dense_bytes(RNG.normal(size=(100, 6))) for _ in range(6)])
+    request = pca_request("three", uri, str(tmp_path / "out"), mode="Pipe", hosts=3, distribution="ShardedByS3Key")
+    request["Environment"] = {"PIPEALGOS_COLLECTIVE_TIMEOUT": "20"}
+    run = JobRun(parse_job(request), options())
+    outcome = {}
+    thread = threading.Thread(target=lambda: outcome.setdefault("result", run.run()))
+    thread.start()
+    deadline = time.monotonic() + 60
+    while "algo-2" not in run.hosts:
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    run.hosts["algo-2"].signal(signal.SIGKILL)
+    killed_at = time.monotonic()
+    thread.join(120)
+    result = outcome["result"]
+    assert time.monotonic() - killed_at < 60
+    assert result.status == "Failed" and result.failed_host == "algo-2"
+    assert "killed by signal 9" in result.failure
+    codes = result.summary["ExitCodes"]
+    assert codes["algo-2"] == -signal.SIGKILL and codes["algo-1"] not in (0, None) and codes["algo-3"] not in (0, None)
+    for host in ("algo-1", "algo-3"):  # each gave up on its own, with its own reason
+        assert run.hosts[host].exited_at - killed_at < 60
+
+
+def test_max_runtime_exceeded_stops_the_job(own_seaweed, monkeypatch, tmp_path):
+    use_server(monkeypatch, own_seaweed)
+    uri = upload_parts(own_seaweed, "slow", [dense_bytes(RNG.normal(size=(100, 6)))])
+    request = pca_request("slow", uri, str(tmp_path / "out"), mode="Pipe", max_runtime=8)
+    run = JobRun(parse_job(request), options(stop_grace=5, s3_timeout=3))
+    run.list_inputs()
+    own_seaweed.pause()  # S3 hangs: the algorithm waits on its FIFO until the runtime runs out
+    try:
+        started = time.monotonic()
+        result = run.run()
+        took = time.monotonic() - started
+    finally:
+        own_seaweed.resume()
+    assert result.status == "Stopped" and result.secondary == "MaxRuntimeExceeded" and result.exit_status == 3
+    assert took < 8 + 5 + 15
+    assert result.summary["ExitCodes"]["algo-1"] in (143, -signal.SIGTERM, -signal.SIGKILL)
+    assert (tmp_path / "out" / "slow" / "output" / "model.tar.gz").exists()  # artifacts present are uploaded
