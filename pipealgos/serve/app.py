@@ -32,6 +32,7 @@ log = logging.getLogger("pipealgos.serve")
 
 DEFAULT_MAX_PAYLOAD_MB = 6
 MAX_TRANSFORM_BUDGET_MB = 100  # batch transform: MaxConcurrentTransforms x MaxPayloadInMB <= 100
+DRAIN_LIMIT_BYTES = 128 << 20  # oversized bodies up to this size are read and dropped, not cut off
 
 
 def create_app(model_dir: Path) -> Flask:
@@ -84,15 +85,29 @@ def _invoke(served: ServedModel, body: bytes, content_type: str | None, accept: 
 
 
 def _read_body(max_bytes: int, max_payload_mb: float) -> bytes:
-    """The request body, refusing more than ``max_bytes`` before reading it when the
-    length is announced (and after ``max_bytes + 1`` bytes when it is not)."""
+    """The request body, refusing more than ``max_bytes``. An oversized body is still read
+    and discarded (up to ``DRAIN_LIMIT_BYTES``): clients send the whole body before reading
+    the answer, so closing early would hand them a broken pipe instead of the 413."""
     announced = request.content_length
     if announced is not None and announced > max_bytes:
+        _discard(request.stream, announced)
         raise _too_large(f"{announced} bytes", max_bytes, max_payload_mb)
     body = request.stream.read(max_bytes + 1)
     if len(body) > max_bytes:
+        _discard(request.stream, DRAIN_LIMIT_BYTES)
         raise _too_large(f"more than {max_bytes} bytes", max_bytes, max_payload_mb)
     return body
+
+
+def _discard(stream, size: int) -> None:
+    if size > DRAIN_LIMIT_BYTES:
+        return  # not worth reading: the connection is dropped instead
+    remaining = size
+    while remaining > 0:
+        chunk = stream.read(min(1 << 20, remaining))
+        if not chunk:
+            return
+        remaining -= len(chunk)
 
 
 def _too_large(size: str, max_bytes: int, max_payload_mb: float) -> formats.PayloadTooLarge:

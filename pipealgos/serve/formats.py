@@ -22,13 +22,12 @@ Response forms: JSON ``{response_key: [{output: value, ...}, ...]}``; JSON Lines
 ``{output: value, ...}`` per line; CSV one line per record holding the outputs' values in
 ``outputs`` order; RecordIO-protobuf one Record per input row with empty ``features`` and a
 Float32Tensor per output in ``label``. An output of shape (n,) is a scalar per record, (n, k)
-a list per record. Choice: JSON and CSV print each float32 output as the shortest decimal of
-its exact float64 value (``repr``), so parsing it back and casting to float32 is lossless.
+a list per record. Outputs are float32, as in RecordIO responses; JSON and CSV print each as the
+shortest decimal that reads back as the same float32 (``0.1``, not ``0.10000000149011612``).
 """
 
 from __future__ import annotations
 
-import io
 import json
 import math
 from collections.abc import Sequence
@@ -301,31 +300,45 @@ def _check_dim(dim: int, feature_dim: int | None, where: str) -> None:
 
 def encode_response(outputs: dict[str, np.ndarray], keys: Sequence[str], response_key: str, accept: str) -> bytes:
     """The response body in media type ``accept`` (one of :data:`RESPONSE_TYPES`)."""
-    columns = [(key, np.asarray(outputs[key])) for key in keys]
+    columns = [(key, np.asarray(outputs[key], dtype=np.float32)) for key in keys]
     if accept == RECORDIO:
         return _encode_recordio(columns)
     if accept == CSV:
         return _encode_csv(columns)
-    records = _records(columns)
+    records = _json_records(columns)
     if accept == JSONLINES:
-        return "".join(json.dumps(record) + "\n" for record in records).encode()
-    return json.dumps({response_key: records}).encode()
+        return ("\n".join(records) + "\n").encode()
+    return ("{" + json.dumps(response_key) + ": [" + ", ".join(records) + "]}").encode()
 
 
-def _records(columns: list[tuple[str, np.ndarray]]) -> list[dict]:
-    names = [key for key, _ in columns]
-    values = [array.astype(np.float64).tolist() for _, array in columns]
-    return [dict(zip(names, row)) for row in zip(*values)]
+def _float_text(array: np.ndarray, for_json: bool) -> list:
+    """Shortest decimal that reads back as the same float32, per element (nested lists of str).
+    JSON has no NaN/infinity literals; like :func:`json.dumps`, they become NaN/Infinity."""
+    text = array.astype(str)
+    if for_json and not np.isfinite(array).all():
+        text = np.where(np.isnan(array), "NaN", np.where(np.isposinf(array), "Infinity",
+                        np.where(np.isneginf(array), "-Infinity", text)))
+    return text.tolist()
+
+
+def _json_records(columns: list[tuple[str, np.ndarray]]) -> list[str]:
+    """One JSON object text per record, fields in ``columns`` order; built from the numbers'
+    text directly (float reprs through Python floats cost ~3 us each)."""
+    fields = []
+    for key, array in columns:
+        prefix = json.dumps(key) + ": "
+        text = _float_text(array, for_json=True)
+        if array.ndim == 1:
+            fields.append([prefix + value for value in text])
+        else:
+            fields.append([prefix + "[" + ", ".join(row) + "]" for row in text])
+    return ["{" + ", ".join(record) + "}" for record in zip(*fields)]
 
 
 def _encode_csv(columns: list[tuple[str, np.ndarray]]) -> bytes:
     n = len(columns[0][1])
-    table = np.hstack([array.reshape(n, -1).astype(np.float64) for _, array in columns])
-    out = io.StringIO()
-    for row in table.tolist():
-        out.write(",".join(map(repr, row)))
-        out.write("\n")
-    return out.getvalue().encode()
+    table = np.hstack([array.reshape(n, -1) for _, array in columns])
+    return "".join(",".join(row) + "\n" for row in _float_text(table, for_json=False)).encode()
 
 
 def _varint(value: int) -> bytes:

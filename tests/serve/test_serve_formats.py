@@ -229,3 +229,25 @@ def test_recordio_response_matches_upb_for_any_shapes(n, widths, seed):
         for key in keys:
             np.testing.assert_array_equal(np.float32(record.label[key].float32_tensor.values),
                                           outputs[key][i].reshape(-1))
+
+
+def test_json_and_csv_numbers_read_back_as_the_same_float32():
+    """Every finite float32 bit pattern class (normal, subnormal, extremes) survives JSON and CSV."""
+    bits = np.random.default_rng(5).integers(0, 2**32, size=20_000, dtype=np.uint64).astype(np.uint32)
+    values = bits.view(np.float32)
+    values = np.concatenate([values[np.isfinite(values)], np.float32([0.1, -0.0, 1e-45, 3.4028235e38])])
+    outputs = {"score": values}
+    from_json = [r["score"] for r in json.loads(formats.encode_response(outputs, ["score"], "predictions",
+                                                                       "application/json"))["predictions"]]
+    np.testing.assert_array_equal(np.array(from_json).astype(np.float32).view(np.uint32), values.view(np.uint32))
+    from_csv = np.loadtxt(io.StringIO(formats.encode_response(outputs, ["score"], "p", "text/csv").decode()))
+    np.testing.assert_array_equal(from_csv.astype(np.float32).view(np.uint32), values.view(np.uint32))
+    assert '"score": 0.1}' in formats.encode_response(
+        {"score": np.float32([0.1])}, ["score"], "predictions", "application/json").decode()
+
+
+def test_non_finite_outputs_are_json_nan_and_infinity_like_json_dumps():
+    outputs = {"score": np.float32([np.nan, np.inf, -np.inf, 2.5])}
+    text = formats.encode_response(outputs, ["score"], "scores", "application/json").decode()
+    assert text == '{"scores": [{"score": NaN}, {"score": Infinity}, {"score": -Infinity}, {"score": 2.5}]}'
+    assert json.loads(text)["scores"][3] == {"score": 2.5}

@@ -1,0 +1,246 @@
+"""Load on `serve` over loopback: what the HTTP stack costs and how fast batches go.
+
+Trains a PCA model (feature_dim 50, 10 components), starts `serve` (gunicorn, one worker per
+core) and drives it with a Python load generator: ``CLIENTS`` processes, each on one kept-alive
+``http.client`` connection sending requests back to back. Scenarios, each measured for
+``DURATION_S`` after a warm-up:
+
+* ``GET /ping`` — the trivial endpoint on the same stack: the framework's ceiling;
+* single-record JSON, 1,000-record JSON, 1,000-record RecordIO-protobuf (protobuf answer).
+
+Prints requests/s, p50/p99 latency and records/s, and the ratios the issue sets goals for
+(on 2 cores): single-record JSON >= 50 % of the trivial endpoint's rate; 1,000-record
+RecordIO-protobuf >= 200,000 records/s. The client runs on the same cores as the server, so
+absolute rates are lower than a remote client would see; the ratio shares that handicap.
+Records the figures in the "serve" section of RESULTS.md.
+"""
+
+from __future__ import annotations
+
+import http.client
+import io
+import json
+import multiprocessing
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from pipealgos.io import write_dense
+from pipealgos.platform.config import MLRoot
+from pipealgos.platform.train import run_training
+
+HERE = Path(__file__).parent
+RESULTS = HERE / "RESULTS.md"
+FEATURE_DIM = 50
+NUM_COMPONENTS = 10
+CLIENTS = 4
+WARMUP_S = 1.5
+DURATION_S = 8.0
+SINGLE_JSON_GOAL = 0.5
+PROTOBUF_RECORDS_GOAL = 200_000
+
+
+@dataclass(frozen=True)
+class Scenario:
+    name: str
+    method: str
+    path: str
+    body: bytes
+    headers: dict
+    records: int  # per request (0: no inference)
+
+
+@dataclass
+class Result:
+    scenario: Scenario
+    requests: int
+    seconds: float
+    p50_ms: float
+    p99_ms: float
+    errors: int
+
+    @property
+    def rps(self) -> float:
+        return self.requests / self.seconds
+
+    @property
+    def records_per_s(self) -> float:
+        return self.rps * self.scenario.records
+
+
+def _train_model(root: Path) -> None:
+    config = root / "input" / "config"
+    config.mkdir(parents=True)
+    (root / "model").mkdir()
+    (config / "hyperparameters.json").write_text(json.dumps(
+        {"feature_dim": str(FEATURE_DIM), "num_components": str(NUM_COMPONENTS), "mini_batch_size": "500"}))
+    (config / "inputdataconfig.json").write_text(json.dumps({"train": {"TrainingInputMode": "File"}}))
+    data = root / "input" / "data" / "train"
+    data.mkdir(parents=True)
+    rows = np.random.default_rng(0).normal(size=(5_000, FEATURE_DIM)).astype(np.float32)
+    with open(data / "part-0.pbr", "wb") as out:
+        write_dense(out, rows)
+    if run_training(MLRoot(root), "pca") != 0:
+        raise RuntimeError((root / "output" / "failure").read_text())
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _start_server(root: Path, port: int, workers: int) -> subprocess.Popen:
+    env = {**os.environ, "SAGEMAKER_BIND_TO_PORT": str(port), "SAGEMAKER_MODEL_SERVER_WORKERS": str(workers)}
+    process = subprocess.Popen([sys.executable, "-m", "pipealgos.cli", "serve", "--ml-root", str(root),
+                                "--host", "127.0.0.1"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"serve exited: {process.stderr.read().decode()}")
+        try:
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+            conn.request("GET", "/ping")
+            if conn.getresponse().status == 200:
+                conn.close()
+                return process
+        except OSError:
+            time.sleep(0.2)
+    process.kill()
+    raise RuntimeError("serve did not become ready")
+
+
+def _client(args) -> tuple[list[float], int]:
+    """One connection sending ``scenario`` back to back; latencies of requests that start
+    and end inside the measured window."""
+    port, scenario, measure_from, measure_to = args
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+    latencies, errors = [], 0
+    while True:
+        started = time.perf_counter()
+        if started >= measure_to:
+            break
+        conn.request(scenario.method, scenario.path, body=scenario.body or None, headers=scenario.headers)
+        response = conn.getresponse()
+        response.read()
+        ended = time.perf_counter()
+        if response.status != 200:
+            errors += 1
+        if started >= measure_from and ended <= measure_to:
+            latencies.append(ended - started)
+    conn.close()
+    return latencies, errors
+
+
+def _run(pool, port: int, scenario: Scenario) -> Result:
+    start = time.perf_counter() + 0.2  # perf_counter is system-wide (CLOCK_MONOTONIC) on Linux
+    window = (start + WARMUP_S, start + WARMUP_S + DURATION_S)
+    outcomes = pool.map(_client, [(port, scenario, *window)] * CLIENTS)
+    latencies = np.concatenate([np.asarray(lat) for lat, _ in outcomes]) * 1000
+    return Result(scenario, len(latencies), DURATION_S, float(np.percentile(latencies, 50)),
+                  float(np.percentile(latencies, 99)), sum(e for _, e in outcomes))
+
+
+def _scenarios() -> list[Scenario]:
+    rng = np.random.default_rng(1)
+    one = rng.normal(size=(1, FEATURE_DIM)).astype(np.float32)
+    batch = rng.normal(size=(1_000, FEATURE_DIM)).astype(np.float32)
+    protobuf = io.BytesIO()
+    write_dense(protobuf, batch)
+
+    def as_json(rows: np.ndarray) -> bytes:
+        return json.dumps({"instances": [{"features": r} for r in rows.tolist()]}).encode()
+
+    json_headers = {"Content-Type": "application/json", "Accept": "application/json"}
+    pb = "application/x-recordio-protobuf"
+    return [
+        Scenario("trivial endpoint (GET /ping)", "GET", "/ping", b"", {}, 0),
+        Scenario("single-record JSON", "POST", "/invocations", as_json(one), json_headers, 1),
+        Scenario("1,000-record JSON", "POST", "/invocations", as_json(batch), json_headers, 1_000),
+        Scenario("1,000-record RecordIO-protobuf", "POST", "/invocations", protobuf.getvalue(),
+                 {"Content-Type": pb, "Accept": pb}, 1_000),
+    ]
+
+
+def _report(results: list[Result], workers: int) -> tuple[str, bool]:
+    ping, single, _, protobuf = results
+    single_ratio = single.rps / ping.rps
+    lines = [
+        f"`python benchmarks/serve_load.py` — PCA (feature_dim {FEATURE_DIM}, {NUM_COMPONENTS} components), "
+        f"`serve` with {workers} gthread workers on {os.cpu_count()} cores, {CLIENTS} kept-alive Python client "
+        f"connections on the same machine, {DURATION_S:g} s per scenario after {WARMUP_S:g} s warm-up.",
+        "",
+        "| scenario | requests/s | p50 ms | p99 ms | records/s | errors |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for r in results:
+        records = f"{r.records_per_s:,.0f}" if r.scenario.records else "–"
+        lines.append(f"| {r.scenario.name} | {r.rps:,.0f} | {r.p50_ms:.2f} | {r.p99_ms:.2f} | {records} | {r.errors} |")
+    single_ok = single_ratio >= SINGLE_JSON_GOAL
+    protobuf_ok = protobuf.records_per_s >= PROTOBUF_RECORDS_GOAL
+    lines += [
+        "",
+        f"- single-record JSON / trivial endpoint: **{single_ratio:.2f}** (goal >= {SINGLE_JSON_GOAL}: "
+        f"{'met' if single_ok else 'NOT met'})",
+        f"- 1,000-record RecordIO-protobuf: **{protobuf.records_per_s:,.0f} records/s** = "
+        f"{protobuf.records_per_s / PROTOBUF_RECORDS_GOAL:.2f} x the goal of {PROTOBUF_RECORDS_GOAL:,} "
+        f"({'met' if protobuf_ok else 'NOT met'})",
+        f"- 1,000-record RecordIO-protobuf / 1,000-record JSON: "
+        f"{protobuf.records_per_s / results[2].records_per_s:.1f} x the records/s",
+    ]
+    errors = sum(r.errors for r in results)
+    return "\n".join(lines), errors == 0
+
+
+def _record(text: str) -> None:
+    """Replace (or append) the "serve" section of RESULTS.md, leaving other sections alone."""
+    begin, end = "<!-- serve_load:begin -->", "<!-- serve_load:end -->"
+    section = f"{begin}\n## serve (`benchmarks/serve_load.py`)\n\n{text}\n{end}"
+    current = RESULTS.read_text() if RESULTS.exists() else "# Benchmark results\n"
+    pattern = re.compile(re.escape(begin) + ".*?" + re.escape(end), re.S)
+    if pattern.search(current):
+        updated = pattern.sub(lambda _: section, current)
+    else:
+        updated = current.rstrip("\n") + "\n\n" + section + "\n"
+    RESULTS.write_text(updated)
+
+
+def main() -> int:
+    workers = os.cpu_count() or 1
+    with tempfile.TemporaryDirectory(prefix="serve-load-") as tmp:
+        root = Path(tmp)
+        _train_model(root)
+        port = _free_port()
+        server = _start_server(root, port, workers)
+        try:
+            with multiprocessing.get_context("fork").Pool(CLIENTS) as pool:
+                results = []
+                for scenario in _scenarios():
+                    result = _run(pool, port, scenario)
+                    print(f"{scenario.name:34s} {result.rps:9,.0f} req/s  p50 {result.p50_ms:6.2f} ms  "
+                          f"p99 {result.p99_ms:6.2f} ms" + (f"  {result.records_per_s:11,.0f} records/s"
+                                                             if scenario.records else ""), flush=True)
+                    results.append(result)
+        finally:
+            server.send_signal(signal.SIGTERM)
+            server.wait(60)
+    text, clean = _report(results, workers)
+    print("\n" + text)
+    _record(text)
+    if not clean:
+        print("serve_load: some requests failed", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

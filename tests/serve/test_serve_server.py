@@ -1,0 +1,177 @@
+"""The real `serve` process (gunicorn on loopback) driven by real clients: the SageMaker SDK v2
+Predictor through LocalSession, boto3's sagemaker-runtime, and raw HTTP."""
+
+from __future__ import annotations
+
+import io
+import json
+import subprocess
+import time
+
+import boto3
+import numpy as np
+import pytest
+from mlroot import FifoFeeder, make_ml_root, recordio_bytes
+from sagemaker.amazon.common import read_records
+from sagemaker.deserializers import JSONDeserializer, RecordDeserializer
+from sagemaker.local import LocalSession
+from sagemaker.predictor import Predictor
+from sagemaker.serializers import JSONSerializer, RecordSerializer
+from serve_helpers import VENV_BIN, start_server, training_rows
+
+from pipealgos.platform.model_store import load_model
+from pipealgos.platform.registry import get_algorithm
+
+AWS_ENV = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
+
+
+@pytest.fixture
+def aws_env(monkeypatch):
+    for key, value in AWS_ENV.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.delenv("AWS_PROFILE", raising=False)
+
+
+@pytest.fixture
+def local_session(server, aws_env, monkeypatch):
+    """An SDK LocalSession whose runtime client calls our server instead of a Docker container."""
+    monkeypatch.setattr("sagemaker.local.local_session.get_docker_host", lambda: "127.0.0.1")
+    session = LocalSession(boto_session=boto3.Session(region_name="us-east-1"))
+    session.config = {"local": {"local_code": True, "serving_port": server.port}}
+    return session
+
+
+def test_ping_answers_within_the_probe_timeout(server):
+    started = time.monotonic()
+    status, _, body = server.request("GET", "/ping")
+    assert status == 200 and body == b""
+    assert time.monotonic() - started < 2.0
+
+
+def test_sdk_record_predictor(local_session, trained_pca):
+    predictor = Predictor("pca-endpoint", sagemaker_session=local_session,
+                          serializer=RecordSerializer(), deserializer=RecordDeserializer())
+    rows = trained_pca.rows[:40]
+    records = predictor.predict(rows)
+    got = np.array([r.label["projection"].float32_tensor.values for r in records], dtype=np.float32)
+    np.testing.assert_array_equal(got, trained_pca.predict(rows))
+
+
+def test_sdk_json_predictor(local_session, trained_pca):
+    predictor = Predictor("pca-endpoint", sagemaker_session=local_session,
+                          serializer=JSONSerializer(), deserializer=JSONDeserializer())
+    rows = trained_pca.rows[:40]
+    answer = predictor.predict({"instances": [{"features": r} for r in rows.tolist()]})
+    got = np.array([p["projection"] for p in answer["projections"]], dtype=np.float32)
+    np.testing.assert_array_equal(got, trained_pca.predict(rows))
+
+
+@pytest.mark.parametrize("content_type,accept", [("text/csv", "application/jsonlines"),
+                                                 ("application/x-recordio-protobuf", "application/json")])
+def test_boto3_invoke_endpoint(server, aws_env, trained_pca, content_type, accept):
+    runtime = boto3.client("sagemaker-runtime", endpoint_url=f"http://127.0.0.1:{server.port}", region_name="us-east-1")
+    rows = trained_pca.rows[:10]
+    body = (recordio_bytes(rows) if content_type != "text/csv"
+            else "".join(",".join(map(repr, r)) + "\n" for r in rows.astype(np.float64).tolist()).encode())
+    response = runtime.invoke_endpoint(EndpointName="pca-endpoint", Body=body, ContentType=content_type, Accept=accept)
+    assert response["ContentType"] == accept
+    text = response["Body"].read().decode()
+    if accept == "application/jsonlines":
+        got = [json.loads(line)["projection"] for line in text.splitlines()]
+    else:
+        got = [p["projection"] for p in json.loads(text)["projections"]]
+    np.testing.assert_array_equal(np.array(got, dtype=np.float32), trained_pca.predict(rows))
+
+
+def test_errors_then_good_requests_on_one_kept_alive_connection(server, trained_pca):
+    good = "".join(",".join(map(repr, r)) + "\n" for r in trained_pca.rows[:3].astype(np.float64).tolist()).encode()
+    expected = trained_pca.predict(trained_pca.rows[:3])
+    over_limit = b"1,2,3,4,5,6\n" * (6 * 1024 * 1024 // 12 + 1)  # just over the default 6 MB
+    cases = [
+        ("text/csv", None, b"1,2,3\n", 400, "expected feature_dim 6"),
+        ("application/json", None, b'{"instances": [{"features": [1,2,3,4,5,6]}, {"features": [1]}]}', 400,
+         "record 1 'features' has 1 features, expected 6"),
+        ("application/x-recordio-protobuf", None, b"garbage!", 400, "not a RecordIO frame"),
+        ("image/jpeg", None, b"\xff\xd8", 415, "send one of"),
+        ("text/csv", "application/xml", good, 406, "supported response types"),
+        ("text/csv", None, over_limit, 413, "exceeds SAGEMAKER_MAX_PAYLOAD_IN_MB=6"),
+    ]
+    conn = server.connection()
+    try:
+        for content_type, accept, body, status, message in cases:
+            headers = {"Content-Type": content_type, **({"Accept": accept} if accept else {})}
+            conn.request("POST", "/invocations", body=body, headers=headers)
+            response = conn.getresponse()
+            assert (response.status, content_type) == (status, content_type)
+            assert message in response.read().decode()
+            conn.request("POST", "/invocations", body=good, headers={"Content-Type": "text/csv"})
+            response = conn.getresponse()
+            assert response.status == 200
+            got = [p["projection"] for p in json.loads(response.read())["projections"]]
+            np.testing.assert_array_equal(np.array(got, dtype=np.float32), expected)
+    finally:
+        conn.close()
+
+
+def test_chunked_body_over_the_limit_is_413(server):
+    conn = server.connection()
+    try:
+        chunks = (b"1,2,3,4,5,6\n" * 65536 for _ in range(9))  # 7 MB, no Content-Length
+        conn.request("POST", "/invocations", body=chunks, headers={"Content-Type": "text/csv"}, encode_chunked=True)
+        response = conn.getresponse()
+        assert response.status == 413
+        assert "more than 6291456 bytes" in response.read().decode()
+    finally:
+        conn.close()
+    assert server.request("GET", "/ping")[0] == 200
+
+
+def test_sigterm_shuts_down_gracefully(trained_pca, tmp_path):
+    process = start_server(trained_pca.root, tmp_path / "serve.log", workers=1)
+    assert process.request("GET", "/ping")[0] == 200
+    started = time.monotonic()
+    assert process.stop(timeout=30) == 0, process.logs()
+    assert time.monotonic() - started < 30  # inside SageMaker's SIGTERM -> SIGKILL window
+    with pytest.raises(OSError):
+        process.request("GET", "/ping")
+
+
+def test_serve_refuses_to_start_without_a_model(tmp_path):
+    (tmp_path / "model").mkdir()
+    result = subprocess.run([str(VENV_BIN / "serve"), "--ml-root", str(tmp_path), "--host", "127.0.0.1"],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 1
+    assert "serve: cannot start" in result.stderr and "no manifest.json" in result.stderr
+
+
+@pytest.mark.slow
+def test_train_with_the_cli_in_pipe_mode_then_serve_and_predict(tmp_path):
+    """`pipealgos train` (Pipe mode) -> `serve` on its model/ -> predictions equal the model's."""
+    root = make_ml_root(tmp_path / "ml", {"feature_dim": 5, "num_components": 2, "mini_batch_size": 64},
+                        {"train": {"TrainingInputMode": "Pipe"}})
+    rows = training_rows(n=500, d=5, seed=3)
+    feeder = FifoFeeder(root, "train", [recordio_bytes(rows)])
+    trained = subprocess.run([str(VENV_BIN / "pipealgos"), "train", "--ml-root", str(root), "--algorithm", "pca"],
+                             capture_output=True, text=True, timeout=180)
+    feeder.join()
+    assert trained.returncode == 0, trained.stderr
+    stored = load_model(root / "model")
+    model = get_algorithm(stored.algorithm).model_type.from_arrays(stored.arrays, stored.hyperparameters)
+
+    process = start_server(root, tmp_path / "serve.log", workers=1)
+    try:
+        queries = rows[:50]
+        status, headers, body = process.request(
+            "POST", "/invocations", body=recordio_bytes(queries),
+            headers={"Content-Type": "application/x-recordio-protobuf", "Accept": "application/x-recordio-protobuf"})
+        assert status == 200 and headers["Content-Type"] == "application/x-recordio-protobuf"
+    finally:
+        assert process.stop() == 0
+    got = np.array([r.label["projection"].float32_tensor.values for r in read_records(io.BytesIO(body))],
+                   dtype=np.float32)
+    np.testing.assert_array_equal(got, model.predict(queries)["projection"])
+    # and the projection is the PCA one: centred rows onto the top principal directions
+    centred = queries.astype(np.float64) - rows.astype(np.float64).mean(axis=0)
+    _, _, vt = np.linalg.svd(rows.astype(np.float64) - rows.astype(np.float64).mean(axis=0), full_matrices=False)
+    reference = centred @ vt[:2][::-1].T  # ascending order, as the container emits
+    np.testing.assert_allclose(np.abs(got), np.abs(reference), rtol=1e-3, atol=1e-3)
