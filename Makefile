@@ -4,7 +4,7 @@ VENV := .venv
 VPY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: test demo bench venv clean
+.PHONY: test test-image demo bench venv clean
 
 venv: $(STAMP)
 
@@ -18,6 +18,11 @@ $(STAMP): pyproject.toml
 
 test: $(STAMP)
 	$(VPY) -m pytest -q tests
+
+# Builds the container image with podman (installed from Debian if missing) and runs
+# tests/image against it: train/serve/SIGTERM/SDK local mode. Needs root. See ci/image/.
+test-image: $(STAMP)
+	ci/image/test.sh
 
 demo: $(STAMP)
 	$(VPY) ci/demo.py

@@ -1,0 +1,48 @@
+"""Tests of the built container image; `make test-image` builds it and sets PIPEALGOS_IMAGE.
+
+Without PIPEALGOS_IMAGE (plain `make test`) every test here is skipped. Facts about what went
+into the image (which algorithms are registered, whether `pipealgos.serve` was there at build
+time) are read from the image itself, so a test for a part still being written skips by name.
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+from image_helpers import Containers, image_python
+
+IMAGE = os.environ.get("PIPEALGOS_IMAGE", "")
+
+
+def pytest_collection_modifyitems(config, items):
+    if IMAGE:
+        return
+    skip = pytest.mark.skip(reason="container image tests: run `make test-image` (sets PIPEALGOS_IMAGE)")
+    here = os.path.dirname(__file__)
+    for item in items:
+        if str(item.fspath).startswith(here + os.sep):
+            item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def image() -> str:
+    return IMAGE
+
+
+@pytest.fixture(scope="session")
+def image_algorithms(image) -> set[str]:
+    return set(image_python(image, "from pipealgos.platform.registry import ALGORITHMS; print(*ALGORITHMS)").split())
+
+
+@pytest.fixture(scope="session")
+def image_has_serve(image) -> bool:
+    return image_python(image, "import importlib.util as u; print(u.find_spec('pipealgos.serve') is not None)") == "True"
+
+
+@pytest.fixture
+def containers(image):
+    started = Containers(image)
+    yield started
+    started.remove_all()
+
