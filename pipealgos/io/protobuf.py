@@ -7,11 +7,16 @@ Two paths return identical arrays:
   becomes a template, every following frame in the buffer is checked against the template's
   constant bytes with one vectorized compare, and the values of the whole run are cut out
   with one strided copy. No Python work per record.
+* the **sparse fast path** (:mod:`.sparse_run`) takes runs of sparse records laid out as
+  the SDK writes them and parses the fixed sequence of their protobuf fields for all records
+  of the buffer at once, building the CSR arrays directly.
 * the **general path** parses each record with the upb protobuf runtime and handles
-  everything else: sparse rows, int32/float64 tensors, split frames, per-record uids.
+  everything else: int32 tensors, split frames, per-record uids, unusual field orders.
 
-A run on the fast path ends at the first frame that differs from the template; that frame
-goes through the general path, which then offers the fast path a new template.
+A run on a fast path ends at the first frame that differs from the template (or the sparse
+layout); that frame goes through the general path, which then offers the fast path a new
+template. Attempts that keep yielding short runs back off (see ``_Backoff``) so that a stream
+of irregular records costs little more than the general path alone.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ from . import record_pb2
 from .errors import DataError
 from .minibatch import Minibatch
 from .recordio import HEADER, FrameParser, padded_length
+from .sparse_run import decode_sparse_run
 from .wire import TensorSlot, dense_record_slots
 
 _TENSOR_KINDS = ("float32_tensor", "float64_tensor", "int32_tensor")
@@ -82,6 +88,14 @@ class _Template:
 
     def matching_rows(self, rows: np.ndarray) -> int:
         """Number of leading rows (frames, as uint32 words) that match the template."""
+        # A few rows first: a template that fails at once must not cost a whole-buffer check.
+        head = min(len(rows), 16)
+        matched = self._matching(rows[:head])
+        if matched < head or head == len(rows):
+            return matched
+        return head + self._matching(rows[head:])
+
+    def _matching(self, rows: np.ndarray) -> int:
         got = np.take(rows, self.word_cols, axis=1)  # np.take: ~3x faster than fancy indexing here
         got &= self.word_mask
         if not (got != self.word_want).any():  # the common case, checked flat (fast)
@@ -106,6 +120,41 @@ class _Template:
             width = slot.count * size
             values = np.ascontiguousarray(frames[:, slot.offset : slot.offset + width]).view(slot.dtype)
         return np.array(values, dtype=np.float32, order="C")
+
+
+def _csr(data: np.ndarray, indices: np.ndarray, indptr: np.ndarray, n: int, feature_dim: int) -> sp.csr_matrix:
+    """The one way both paths build a sparse block (so their index dtypes and order agree)."""
+    features = sp.csr_matrix((data, indices, indptr), shape=(n, feature_dim))
+    features.sort_indices()
+    return features
+
+
+class _Backoff:
+    """When to try a fast path again after it yielded little.
+
+    A try that yields fewer than ``PRODUCTIVE`` records doubles the number of records left
+    to the general path before the next try (up to ``LIMIT``); a productive try resets it.
+    """
+
+    PRODUCTIVE = 32
+    LIMIT = 4096
+
+    def __init__(self) -> None:
+        self.skip = 0
+        self._next_skip = 1
+
+    def ready(self) -> bool:
+        return self.skip == 0
+
+    def record_done(self) -> None:
+        self.skip = max(0, self.skip - 1)
+
+    def tried(self, records: int) -> None:
+        if records >= self.PRODUCTIVE:
+            self._next_skip = 1
+        else:
+            self.skip = self._next_skip
+            self._next_skip = min(2 * self._next_skip, self.LIMIT)
 
 
 class _RowCollector:
@@ -142,15 +191,11 @@ class _RowCollector:
                 cols.append(keys)
                 data.append(values)
                 indptr[i + 1] = indptr[i] + len(keys)
-            features = sp.csr_matrix(
-                (
-                    np.concatenate(data).astype(np.float32, copy=False),
-                    np.concatenate(cols).astype(np.int64, copy=False),
-                    indptr,
-                ),
-                shape=(n, feature_dim),
+            features = _csr(
+                np.concatenate(data).astype(np.float32, copy=False),
+                np.concatenate(cols).astype(np.int64, copy=False),
+                indptr, n, feature_dim,
             )
-            features.sort_indices()
         self.__init__()
         return Minibatch(features, labels)
 
@@ -160,16 +205,28 @@ class RecordDecoder:
 
     ``feature_dim`` (when known) is enforced for every record; otherwise the first record
     fixes it. ``check_finite`` rejects NaN and infinity in features and labels.
+    ``fast_paths=False`` decodes every record on the general path (the reference the fast
+    paths are tested against).
     """
 
-    def __init__(self, source: str, feature_dim: int | None = None, check_finite: bool = True) -> None:
+    def __init__(self, source: str, feature_dim: int | None = None, check_finite: bool = True,
+                 fast_paths: bool = True) -> None:
         self.source = source
+        self.fast_paths = fast_paths
         self.feature_dim = feature_dim
         self.check_finite = check_finite
         self.frames = FrameParser(source, is_valid=_is_record)
         self.has_labels: bool | None = None
-        self.fast_records = 0  # records decoded on the fast path (for tests and benchmarks)
+        self.fast_records = 0  # records decoded on a fast path (for tests and benchmarks)
+        self.fast_sparse_records = 0  # of which on the sparse fast path
         self._template: _Template | None = None
+        self._sparse_seen = False  # a whole sparse record was decoded: try the sparse path
+        self._sparse_window = self._MIN_WINDOW
+        self._sparse_backoff = _Backoff()
+
+    # Bytes of frames the sparse path looks at per try: grows while runs fill it.
+    _MIN_WINDOW = 16 << 10
+    _MAX_WINDOW = 16 << 20
 
     @property
     def records(self) -> int:
@@ -203,6 +260,11 @@ class RecordDecoder:
                         blocks.append(self._finish_block(Minibatch(features, labels), base + pos))
                         pos += n * template.stride
                         continue
+            if self._sparse_seen and not self.frames.in_split and pos % 4 == 0 and self._sparse_backoff.ready():
+                consumed = self._sparse_run(buf, pos, end, base, rows, blocks)
+                if consumed:
+                    pos += consumed
+                    continue
             if end - pos < HEADER.size:
                 if at_eof:
                     raise DataError(
@@ -228,8 +290,10 @@ class RecordDecoder:
             record = self.frames.frame(payload, flag, base + pos)
             if record is not None:
                 dense = self._decode_general(record, rows, base + pos)
-                if dense and flag == 0 and end - pos >= frame_len:
+                self._sparse_backoff.record_done()
+                if self.fast_paths and dense and flag == 0 and end - pos >= frame_len:
                     self._offer_template(bytes(view[pos : pos + frame_len]), payload)
+                self._sparse_seen |= self.fast_paths and not dense
             pos += min(frame_len, end - pos)
         return self._flush(blocks, rows, base + pos), pos, 0
 
@@ -237,6 +301,30 @@ class RecordDecoder:
         if len(rows):
             blocks.append(self._finish_block(rows.flush(self.feature_dim), offset))
         return blocks
+
+    def _sparse_run(self, buf: np.ndarray, pos: int, end: int, base: int, rows: _RowCollector,
+                    blocks: list[Minibatch]) -> int:
+        """Decode a run of sparse records at ``pos`` into ``blocks``; returns the bytes consumed."""
+        run = decode_sparse_run(buf, pos, end, self.feature_dim, self.has_labels, self._sparse_window)
+        count = 0 if run is None else run.count
+        self._sparse_backoff.tried(count)
+        if run is None:
+            return 0
+        if run.nbytes * 2 >= self._sparse_window:
+            self._sparse_window = min(self._sparse_window * 4, self._MAX_WINDOW)
+        else:
+            self._sparse_window = max(self._MIN_WINDOW, run.nbytes * 2)
+        if len(rows):
+            blocks.append(self._finish_block(rows.flush(self.feature_dim), base + pos))
+        self.feature_dim = run.feature_dim
+        self._expect_labels(run.labels is not None, base + pos)
+        self.frames.records_done += count
+        self.frames.frames_seen += count
+        self.fast_records += count
+        self.fast_sparse_records += count
+        block = Minibatch(_csr(run.data, run.indices, run.indptr, count, run.feature_dim), run.labels)
+        blocks.append(self._finish_block(block, base + pos))
+        return run.nbytes
 
     def _offer_template(self, frame: bytes, payload: bytes) -> None:
         slots = dense_record_slots(payload)
@@ -300,7 +388,9 @@ class RecordDecoder:
         if self.check_finite:
             data = block.features.data if block.is_sparse else block.features
             # A sum is finite unless some value is NaN/inf (or it overflows: then look closer).
-            if not np.isfinite(data.sum()) and not np.isfinite(data).all():
+            with np.errstate(over="ignore"):
+                total = data.sum()
+            if not np.isfinite(total) and not np.isfinite(data).all():
                 row = _first_bad_row(block)
                 raise DataError(
                     "NaN or infinity in features",
@@ -335,5 +425,5 @@ def _tensor_arrays(value: record_pb2.Value, what: str, where: dict):
     # Keys make a tensor sparse; so does a shape with no values at all (an all-zero sparse row).
     sparse = len(tensor.keys) > 0 or (len(values) == 0 and len(tensor.shape) > 0)
     keys = np.asarray(tensor.keys, dtype=np.uint64) if sparse else None
-    shape = np.asarray(tensor.shape, dtype=np.int64) if len(tensor.shape) else None
+    shape = [int(s) for s in tensor.shape] if len(tensor.shape) else None
     return values, keys, shape

@@ -1,0 +1,279 @@
+"""Vectorized decoding of runs of sparse records: a buffer of frames -> one CSR block.
+
+The SDK's ``write_spmatrix_to_sparse_tensor`` (and our writer) give every sparse record the
+same shape of bytes, with only lengths and values varying::
+
+    0a L1                      Record.features entry
+      0a 06 "values"           map key
+      12 L2  T L3              Value -> Float32Tensor (T=0x12) or Float64Tensor (T=0x1a)
+        [0a L4 <values>]       packed float32/float64 (absent when the row is empty)
+        [12 L5 <keys>]         packed uint64 varints (absent when the row is empty)
+        1a L6 <dim>            shape: one varint
+    [12 ... label entry]       float32, float64 or small int32 scalar (see _LABELS)
+
+:func:`decode_sparse_run` parses that sequence for all frames of a buffer at once: numpy
+arrays hold one position per record and advance field by field; the packed values and keys
+of all records are gathered with the repeat/arange trick and the keys' varints decoded for
+all records together. Every record is checked (tags, nested lengths adding up exactly,
+shape, key count, keys < dim, label layout); the run ends before the first record that
+deviates, which the caller then hands to the general (upb) path. Within a run the results
+are identical to the general path's.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .recordio import LENGTH_MASK, MAGIC
+
+_VALUES_KEY = np.frombuffer(b"\x0a\x06values", dtype=np.uint8)
+_TENSOR_DTYPES = {0x12: np.dtype("<f4"), 0x1A: np.dtype("<f8")}
+
+# Label entries the run accepts: 16 constant bytes, then the value (float32, float64, or an
+# int32 varint below 128, which is what integer class labels look like).
+_LABELS = [
+    (np.frombuffer(b"\x12\x12\x0a\x06values\x12\x08\x12\x06\x0a\x04", dtype=np.uint8), np.dtype("<f4")),
+    (np.frombuffer(b"\x12\x16\x0a\x06values\x12\x0c\x1a\x0a\x0a\x08", dtype=np.uint8), np.dtype("<f8")),
+    (np.frombuffer(b"\x12\x0f\x0a\x06values\x12\x05\x3a\x03\x0a\x01", dtype=np.uint8), np.dtype("u1")),
+]
+_LABEL_PREFIX = 16
+
+
+@dataclass
+class SparseRun:
+    """``count`` whole records decoded from ``nbytes`` bytes of frames."""
+
+    count: int
+    nbytes: int
+    data: np.ndarray  # float32 values of all rows
+    indices: np.ndarray  # int64 column of each value
+    indptr: np.ndarray  # int64 (count + 1,)
+    labels: np.ndarray | None  # float32 (count,)
+    feature_dim: int
+
+
+def chain_frames(buf: np.ndarray, pos: int, end: int, window: int) -> tuple[np.ndarray, np.ndarray]:
+    """Start offsets and lrec words of the leading whole, complete frames from ``buf[pos]`` on.
+
+    Finds every magic word at a 4-aligned offset within ``window`` bytes of ``pos``, then
+    keeps the chain that starts at ``pos`` and follows each frame's length to the next
+    magic. A magic value inside a payload breaks the chain there, so it can only shorten the
+    run, never misplace a frame. ``pos`` must be 4-aligned (frames always are).
+    """
+    words = buf[pos : pos + min(end - pos, window) // 4 * 4].view("<u4")
+    cand = np.flatnonzero(words[:-1] == MAGIC)  # each needs its lrec word too
+    if not len(cand) or cand[0] != 0:
+        return np.empty(0, np.int64), np.empty(0, np.uint32)
+    lrec = words[cand + 1]
+    nxt = cand + 2 + ((lrec & LENGTH_MASK).astype(np.int64) + 3) // 4
+    broken = np.flatnonzero(nxt[:-1] != cand[1:])
+    n = int(broken[0]) + 1 if len(broken) else len(cand)
+    good = (nxt[:n] * 4 <= end - pos) & ((lrec[:n] >> 29) == 0)
+    if not good.all():
+        n = int(np.argmin(good))
+    return pos + cand[:n].astype(np.int64) * 4, lrec[:n]
+
+
+def _varint(data: np.ndarray, at: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Varints of up to 4 bytes (< 2**28) at positions ``at`` -> (value, next position, valid).
+
+    Reads are clipped into ``data``; ``valid`` is False where the varint is longer.
+    """
+    last = len(data) - 1
+    b = [data[np.minimum(at + i, last)].astype(np.int64) for i in range(4)]
+    value = b[0] & 0x7F
+    more = b[0] >= 0x80
+    length = np.ones(len(at), dtype=np.int64)
+    for i in range(1, 4):
+        value = np.where(more, value | ((b[i] & 0x7F) << (7 * i)), value)
+        length += more
+        more = more & (b[i] >= 0x80)
+    return value, at + length, ~more
+
+
+def _byte_at(data: np.ndarray, at: np.ndarray) -> np.ndarray:
+    return data[np.minimum(at, len(data) - 1)]
+
+
+def _gather_bytes(data: np.ndarray, starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    """The concatenation of ``data[s : s + l]`` for ascending, non-overlapping (s, l).
+
+    Builds a boolean mask with one ``np.repeat`` of alternating False/True over the gaps and
+    the segments, then compresses: measured 2-3x faster here than gathering with an index
+    array made by repeat + arange (the mask has long runs, so the compress predicts well).
+    """
+    if not len(starts):
+        return np.empty(0, dtype=data.dtype)
+    runs = np.empty(2 * len(starts), dtype=np.int64)
+    runs[0] = starts[0]
+    runs[2::2] = starts[1:] - starts[:-1] - lengths[:-1]
+    runs[1::2] = lengths
+    on_off = np.zeros(len(runs), dtype=bool)
+    on_off[1::2] = True
+    mask = np.repeat(on_off, runs)
+    return data[: len(mask)][mask]
+
+
+def _gather_values(data: np.ndarray, starts: np.ndarray, counts: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    """Packed fixed-width values at byte offsets ``starts`` (``counts`` each), as float32."""
+    raw = _gather_bytes(data, starts, counts * dtype.itemsize)
+    return raw.view(dtype).astype(np.float32, copy=False)
+
+
+# Byte masks keeping a little-endian word's first 1..8 bytes.
+_KEEP = np.array([(1 << (8 * i)) - 1 for i in range(1, 9)], dtype=np.uint64)
+
+
+def _decode_keys(key_bytes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """All varints of a flat byte array -> (uint64 values, index of each one's last byte).
+
+    Reads each varint as one little-endian word (unaligned view), keeps its bytes, then
+    moves the 7-bit groups together: group i sits at bit 8i and belongs at bit 7i.
+    """
+    ends = np.flatnonzero(key_bytes < 0x80)
+    if not len(ends):
+        return np.empty(0, np.uint64), ends
+    starts = np.empty_like(ends)
+    starts[0] = 0
+    starts[1:] = ends[:-1] + 1
+    lengths = ends - starts
+    widest = int(lengths.max()) + 1
+    if widest == 1:
+        return key_bytes[ends].astype(np.uint64), ends
+    if widest > 8:  # keys of 2**56 and more: the general path decodes (and rejects) them
+        raise _Deviates
+    width = 4 if widest <= 4 else 8
+    padded = np.concatenate([key_bytes, np.zeros(width, np.uint8)])
+    wtype = np.dtype(f"<u{width}")
+    words = np.ndarray(shape=(len(key_bytes),), dtype=wtype, buffer=padded, strides=(1,))[starts]
+    words &= _KEEP[lengths].astype(wtype)
+    keys = words & wtype.type(0x7F)
+    for i in range(1, widest):
+        keys |= (words >> wtype.type(i)) & wtype.type(0x7F << (7 * i))
+    return keys.astype(np.uint64), ends
+
+
+class _Deviates(Exception):
+    """Internal: the run cannot be decoded here; the caller shrinks it or falls back."""
+
+
+def decode_sparse_run(
+    buf: np.ndarray, pos: int, end: int, feature_dim: int | None, has_labels: bool | None, window: int
+) -> SparseRun | None:
+    """Decode the leading run of plain sparse records in ``buf[pos:end]`` (frames starting
+    within ``window`` bytes of ``pos``).
+
+    ``feature_dim``/``has_labels``: what the stream has established so far (None: not yet);
+    the run ends before a record that disagrees, so the general path reports it. Returns
+    None when the first frame is not such a record.
+    """
+    starts, lrec = chain_frames(buf, pos, end, window)
+    if not len(starts):
+        return None
+    data = buf[:end]
+    ps = starts + 8  # payload starts
+    pe = ps + (lrec & LENGTH_MASK).astype(np.int64)  # payload ends
+    n = len(ps)
+
+    # Record.features entry {key: "values", value: Value{tensor}}; nested lengths must add up.
+    ok = _byte_at(data, ps) == 0x0A
+    length, at, valid = _varint(data, ps + 1)
+    entry_end = at + length
+    ok &= valid & (entry_end <= pe)
+    ok &= (_byte_at(data, at[:, None] + np.arange(8)) == _VALUES_KEY).all(axis=1)
+    ok &= _byte_at(data, at + 8) == 0x12
+    length, at, valid = _varint(data, at + 9)
+    ok &= valid & (at + length == entry_end)
+    tag = _byte_at(data, at)
+    dtype = _TENSOR_DTYPES.get(int(tag[0]))
+    if dtype is None:
+        return None
+    length, at, valid = _varint(data, at + 1)
+    tensor_end = at + length
+    ok &= (tag == tag[0]) & valid & (tensor_end == entry_end)
+
+    # Tensor fields in order: values (optional), keys (optional), shape = [dim].
+    has_values = _byte_at(data, at) == 0x0A
+    vlen, vstart, valid = _varint(data, at + 1)
+    ok &= valid | ~has_values
+    vlen = np.where(has_values, vlen, 0)
+    at = np.where(has_values, vstart + vlen, at)
+    has_keys = (_byte_at(data, at) == 0x12) & (at < tensor_end)
+    klen, kstart, valid = _varint(data, at + 1)
+    ok &= valid | ~has_keys
+    klen = np.where(has_keys, klen, 0)
+    at = np.where(has_keys, kstart + klen, at)
+    ok &= _byte_at(data, at) == 0x1A
+    slen, at, valid = _varint(data, at + 1)
+    ok &= valid
+    dim, shape_end, valid = _varint(data, at)
+    ok &= valid & (shape_end == at + slen) & (shape_end == tensor_end)
+    nnz = vlen // dtype.itemsize
+    ok &= (vlen % dtype.itemsize == 0) & (has_keys | (vlen == 0)) & (dim > 0)
+    ok &= dim == (dim[0] if feature_dim is None else feature_dim)
+
+    labelled = entry_end < pe
+    ok &= labelled == (labelled[0] if has_labels is None else has_labels)
+    labels = None
+    if labelled[0]:
+        labels, known = _labels(data, entry_end, pe)
+        ok &= known
+
+    n = int(np.argmin(ok)) if not ok.all() else n
+    while n:
+        try:
+            return _assemble(data, n, starts, pe, vstart, nnz, kstart, klen, int(dim[0]), labels, dtype)
+        except _Deviates as exc:
+            n = exc.args[0] if exc.args else 0
+    return None
+
+
+def _labels(data: np.ndarray, start: np.ndarray, end: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Label entries occupying ``data[start:end]`` -> (float32 values, whether the layout is known)."""
+    prefix = _byte_at(data, start[:, None] + np.arange(_LABEL_PREFIX))
+    values = np.zeros(len(start), dtype=np.float32)
+    known = np.zeros(len(start), dtype=bool)
+    for pattern, dtype in _LABELS:
+        hit = (end - start == _LABEL_PREFIX + dtype.itemsize) & (prefix == pattern).all(axis=1)
+        if dtype.kind == "u":
+            hit &= _byte_at(data, start + _LABEL_PREFIX) < 0x80  # a one-byte varint
+        if hit.any():
+            values[hit] = _gather_values(data, start[hit] + _LABEL_PREFIX, np.ones(int(hit.sum()), np.int64), dtype)
+            known |= hit
+    return values, known
+
+
+def _assemble(data, n, starts, pe, vstart, nnz, kstart, klen, dim, label_values, dtype) -> SparseRun:
+    """Gather and check keys and values of the first ``n`` records (structure already checked).
+
+    Raises ``_Deviates(k)`` when record k is the first whose keys do not fit (wrong count,
+    key >= dim): the caller retries with the k records before it.
+    """
+    nnz, kstart, klen = nnz[:n], kstart[:n], klen[:n]
+    key_bytes = _gather_bytes(data, kstart, klen)
+    keys, key_ends = _decode_keys(key_bytes)
+    byte_end = np.cumsum(klen)
+    per_record = np.diff(np.searchsorted(key_ends, byte_end, side="left"), prepend=0)
+    # A record's key bytes must end with a complete varint and hold one key per value.
+    ends_whole = (klen == 0) | (key_bytes[np.maximum(byte_end - 1, 0)] < 0x80) if len(key_bytes) else klen == 0
+    bad = (per_record != nnz) | ~ends_whole
+    if bad.any():
+        raise _Deviates(int(np.argmax(bad)))
+    out_of_range = keys >= np.uint64(dim)
+    if out_of_range.any():
+        key_record = np.searchsorted(np.cumsum(nnz), int(np.argmax(out_of_range)), side="right")
+        raise _Deviates(int(key_record))
+    indptr = np.zeros(n + 1, dtype=np.int64)
+    np.cumsum(nnz, out=indptr[1:])
+    values = _gather_values(data, vstart[:n], nnz, dtype)
+    return SparseRun(
+        count=n,
+        nbytes=int(pe[n - 1] - starts[0] + 3) // 4 * 4,
+        data=values,
+        indices=keys.astype(np.int64),
+        indptr=indptr,
+        labels=None if label_values is None else label_values[:n],
+        feature_dim=dim,
+    )
