@@ -223,6 +223,7 @@ class RecordDecoder:
         self._sparse_seen = False  # a whole sparse record was decoded: try the sparse path
         self._sparse_window = self._MIN_WINDOW
         self._sparse_backoff = _Backoff()
+        self._pending_error: DataError | None = None
 
     # Bytes of frames the sparse path looks at per try: grows while runs fill it.
     _MIN_WINDOW = 16 << 10
@@ -237,10 +238,23 @@ class RecordDecoder:
 
         Returns (blocks, new pos, bytes needed): new pos is the start of the first incomplete
         frame; bytes needed > 0 says how large one frame is, when it does not fit the buffer.
-        At EOF an incomplete frame is an error.
+        At EOF an incomplete frame is an error. Records before a bad one are returned first;
+        the error is raised by the next call (so a reader sees every good record, then it).
         """
+        if self._pending_error is not None:
+            raise self._pending_error
         blocks: list[Minibatch] = []
         rows = _RowCollector()
+        try:
+            return self._decode(buf, pos, end, base, at_eof, blocks, rows)
+        except DataError as exc:
+            if not blocks and not len(rows):
+                raise
+            self._pending_error = exc
+            return self._flush(blocks, rows, base + pos), pos, 0
+
+    def _decode(self, buf: np.ndarray, pos: int, end: int, base: int, at_eof: bool,
+                blocks: list[Minibatch], rows: _RowCollector) -> tuple[list[Minibatch], int, int]:
         view = memoryview(buf)
         while pos < end:
             template = self._template
