@@ -19,7 +19,7 @@ from sagemaker.predictor import Predictor
 from sagemaker.serializers import JSONSerializer, RecordSerializer
 from serve_helpers import VENV_BIN, start_server, training_rows
 
-from pipealgos.platform.model_store import load_model
+from pipealgos.platform.model_store import load_model, save_model
 from pipealgos.platform.registry import get_algorithm
 
 AWS_ENV = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
@@ -124,6 +124,26 @@ def test_chunked_body_over_the_limit_is_413(server):
     finally:
         conn.close()
     assert server.request("GET", "/ping")[0] == 200
+
+
+def test_unexpected_failure_is_500_logged_and_the_server_keeps_serving(trained_pca, tmp_path):
+    """A model saved without feature_dim lets a too-narrow row reach the model, which fails."""
+    stored = load_model(trained_pca.model_dir)
+    root = tmp_path / "ml"
+    save_model(root / "model", "pca", {k: v for k, v in stored.hyperparameters.items() if k != "feature_dim"},
+               stored.arrays)
+    process = start_server(root, tmp_path / "serve.log", workers=1)
+    try:
+        status, _, body = process.request("POST", "/invocations", b"1,2,3\n", {"Content-Type": "text/csv"})
+        assert status == 500 and b"internal error during inference: ValueError" in body
+        status, _, body = process.request("POST", "/invocations", b"1,2,3,4,5,6\n", {"Content-Type": "text/csv"})
+        assert status == 200
+        got = np.array(json.loads(body)["projections"][0]["projection"], dtype=np.float32)
+        np.testing.assert_array_equal(got, trained_pca.predict(np.arange(1, 7, dtype=np.float32)[None, :])[0])
+    finally:
+        assert process.stop() == 0
+    log = process.logs()
+    assert "ERROR" in log and "inference failed" in log and "Traceback" in log
 
 
 def test_sigterm_shuts_down_gracefully(trained_pca, tmp_path):
