@@ -100,6 +100,7 @@ def test_calibrated_threshold_meets_its_target_on_validation(tmp_path, criterion
     assert model.threshold != 0.0
 
 
+@pytest.mark.slow
 def test_large_synthetic_logistic_recovers_known_weights(tmp_path):
     """1,000,000 x 50 rows drawn from a logistic model with known weights and bias."""
     n, d = 1_000_000, 50

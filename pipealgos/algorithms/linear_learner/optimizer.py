@@ -64,27 +64,37 @@ class BatchedOptimizer:
         row_wd[-1] = s.bias_wd_mult
         self.wd = per_model(wd) * row_wd
         self.l1 = per_model(l1)
-        self.masks = {name: per_model([o == name for o in optimizers]) for name in set(optimizers)}
+        self.use_l1 = bool((self.l1 > 0).any())
+        self.use_wd = bool((self.wd > 0).any())
+        names = sorted(set(optimizers))
+        # One optimizer for all models needs no masks.
+        self.masks = {name: None if len(names) == 1 else per_model([o == name for o in optimizers]) for name in names}
         self.state = {name: [torch.zeros_like(theta) for _ in range(2 if name == "adam" else 1)]
                       for name in self.masks}
+        self._rates_at: tuple[int, torch.Tensor] | None = None
 
     def rates(self) -> torch.Tensor:
         """The current learning rate of each model, (1, M, 1)."""
         if not self.s.use_scheduler:
             return self.base_lr
-        decay = self.s.scheduler_factor ** (self.t // self.s.scheduler_step)
-        return torch.maximum(self.base_lr * decay, self.floor_lr)
+        period = self.t // self.s.scheduler_step
+        if self._rates_at is None or self._rates_at[0] != period:
+            decayed = torch.maximum(self.base_lr * self.s.scheduler_factor**period, self.floor_lr)
+            self._rates_at = (period, decayed)
+        return self._rates_at[1]
 
     def step(self, theta: torch.Tensor, grad: torch.Tensor) -> None:
         """Update ``theta`` in place from the data gradient ``grad`` (same shape)."""
         self.t += 1
         lr = self.rates() * self.row_lr
-        g = grad + self.wd * theta
-        update = torch.zeros_like(theta)
+        g = grad + self.wd * theta if self.use_wd else grad
+        update = None
         for name, mask in self.masks.items():
-            update += mask * self._direction(name, g)
+            direction = self._direction(name, g)
+            part = direction if mask is None else mask * direction
+            update = part if update is None else update + part
         theta -= lr * update
-        if bool((self.l1 > 0).any()):
+        if self.use_l1:
             weights = theta[:-1]
             shrink = lr[:-1] * self.l1
             weights.copy_(weights.sign() * (weights.abs() - shrink).clamp_min(0))

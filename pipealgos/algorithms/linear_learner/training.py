@@ -177,8 +177,9 @@ class _Job:
             given = self.p.positive_example_weight_mult
             given = 1.0 if given in (AUTO, "balanced") else float(given)
             weights = np.where(self.grid.balanced, balanced, given)
-            self.positive_weight = torch.as_tensor(weights, dtype=torch.float32, device=self.ctx.device)
             self.ctx.report.info(f"positive example weights per model: {np.round(weights, 4).tolist()}")
+            if np.any(weights != 1.0):
+                self.positive_weight = torch.as_tensor(weights, dtype=torch.float32, device=self.ctx.device)
         elif self.r.predictor_type == "multiclass_classifier" and self.p.balance_multiclass_weights:
             total = counts.sum()
             weights = np.where(counts > 0, total / (len(counts) * np.maximum(counts, 1)), 1.0)
