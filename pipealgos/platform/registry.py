@@ -82,8 +82,9 @@ ALGORITHMS: dict[str, AlgorithmSpec] = {
             channels=("train", "validation", "test"),
             supervised=True,
             aliases=("linear_learner", "linear-learner"),
-            conformance_hyperparameters={"predictor_type": "regressor", "feature_dim": "6", "mini_batch_size": "50",
-                                         "epochs": "3", "num_models": "4", "num_point_for_scaler": "100"},
+            conformance_hyperparameters={"predictor_type": "binary_classifier", "feature_dim": "6",
+                                         "mini_batch_size": "50", "epochs": "3", "num_models": "4",
+                                         "num_point_for_scaler": "100"},
         ),
     )
 }
