@@ -1,0 +1,275 @@
+"""Channel sources: File-mode directories and Pipe-mode FIFOs (real FIFOs, real writers)."""
+
+from __future__ import annotations
+
+import gzip
+import os
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from mlroot import FifoFeeder, recordio_bytes
+
+from pipealgos.io import ChannelSpec, DataError, iter_blocks, iter_minibatches
+from pipealgos.io.channel import channel_files
+from pipealgos.io.minibatch import concat
+
+RNG = np.random.default_rng(5)
+
+
+def rows(n: int, start: float = 0.0, dim: int = 3) -> np.ndarray:
+    """Rows whose first column numbers them, so order can be checked."""
+    x = RNG.standard_normal((n, dim)).astype(np.float32)
+    x[:, 0] = start + np.arange(n)
+    return x
+
+
+def read_all(spec: ChannelSpec, epoch: int = 0):
+    return concat(list(iter_blocks(spec, epoch)))
+
+
+# --- File mode -------------------------------------------------------------------------------
+
+def test_file_mode_is_recursive_sorted_and_skips_hidden(tmp_path):
+    root = tmp_path / "train"
+    (root / "b" / "inner").mkdir(parents=True)
+    (root / ".hidden_dir").mkdir()
+    parts = {
+        "a.pbr": rows(2, 0), "b/a.pbr": rows(2, 2), "b/inner/z.pbr": rows(2, 4), "b/z.pbr": rows(2, 6), "c.pbr": rows(2, 8),
+    }
+    for name, x in parts.items():
+        (root / name).write_bytes(recordio_bytes(x))
+    (root / ".manifest").write_bytes(b"not recordio")
+    (root / "b" / ".part.crc").write_bytes(b"not recordio")
+    (root / ".hidden_dir" / "x.pbr").write_bytes(b"not recordio")
+    names = [p.relative_to(root).as_posix() for p in channel_files(ChannelSpec("train", tmp_path))]
+    assert names == ["a.pbr", "b/a.pbr", "b/inner/z.pbr", "b/z.pbr", "c.pbr"]
+    assert np.array_equal(read_all(ChannelSpec("train", tmp_path)).features[:, 0], np.arange(10))
+
+
+def test_gzip_is_detected_by_magic_bytes_not_name(tmp_path):
+    root = tmp_path / "train"
+    root.mkdir()
+    x1, x2, x3 = rows(50, 0), rows(50, 50), rows(50, 100)
+    (root / "1.pbr").write_bytes(gzip.compress(recordio_bytes(x1)))  # gzip without a .gz name
+    (root / "2.gz").write_bytes(recordio_bytes(x2))  # a .gz name without gzip
+    # Multi-member gzip (what `cat a.gz b.gz` or a parallel compressor gives).
+    half = recordio_bytes(x3[:20]), recordio_bytes(x3[20:])
+    (root / "3.pbr").write_bytes(gzip.compress(half[0]) + gzip.compress(half[1]))
+    batch = read_all(ChannelSpec("train", tmp_path))
+    assert np.array_equal(batch.features, np.vstack([x1, x2, x3]))
+
+
+def test_gzip_csv_channel(tmp_path):
+    root = tmp_path / "train"
+    root.mkdir()
+    (root / "part.csv.gz").write_bytes(gzip.compress(b"1,2,3\n0,5,6\n"))
+    batch = read_all(ChannelSpec("train", tmp_path, content_type="text/csv;label_size=1"))
+    assert np.array_equal(batch.features, [[2, 3], [5, 6]]) and np.array_equal(batch.labels, [1, 0])
+
+
+def test_truncated_gzip_is_an_error_naming_the_file(tmp_path):
+    root = tmp_path / "train"
+    root.mkdir()
+    (root / "a.pbr").write_bytes(gzip.compress(recordio_bytes(rows(200)))[:-30])
+    with pytest.raises(DataError) as caught:
+        read_all(ChannelSpec("train", tmp_path))
+    assert "channel 'train'" in str(caught.value) and str(root / "a.pbr") in str(caught.value)
+
+
+def test_missing_channel_directory_and_unknown_content_type(tmp_path):
+    with pytest.raises(DataError, match="does not exist"):
+        read_all(ChannelSpec("train", tmp_path))
+    (tmp_path / "train").mkdir()
+    with pytest.raises(DataError, match="content type 'application/x-parquet' cannot be read"):
+        read_all(ChannelSpec("train", tmp_path, content_type="application/x-parquet"))
+
+
+def test_empty_file_mode_channel_gives_no_blocks(tmp_path):
+    (tmp_path / "train").mkdir()
+    assert list(iter_blocks(ChannelSpec("train", tmp_path), 0)) == []
+
+
+# --- Pipe mode -------------------------------------------------------------------------------
+
+def pipe_spec(tmp_path: Path, timeout: float = 20, content_type=None) -> ChannelSpec:
+    (tmp_path / "input" / "data").mkdir(parents=True, exist_ok=True)
+    return ChannelSpec("train", tmp_path / "input" / "data", mode="Pipe", content_type=content_type,
+                       pipe_timeout=timeout)
+
+
+def test_pipe_mode_two_epochs_from_threads(tmp_path):
+    spec = pipe_spec(tmp_path)
+    x0, x1 = rows(3000, 0, dim=20), rows(3000, 3000, dim=20)
+    feeder = FifoFeeder(tmp_path, "train", [recordio_bytes(x0), recordio_bytes(x1)])
+    assert np.array_equal(read_all(spec, 0).features, x0)
+    assert np.array_equal(read_all(spec, 1).features, x1)
+    feeder.join()
+
+
+WRITER = """
+import sys, time
+path, delay = sys.argv[1], float(sys.argv[2])
+time.sleep(delay)
+import os
+if not os.path.exists(path):
+    os.mkfifo(path)
+data = sys.stdin.buffer.read()
+with open(path, "wb") as fifo:
+    for i in range(0, len(data), 65536):
+        fifo.write(data[i:i + 65536])
+"""
+
+
+def write_from_process(path: Path, data: bytes, delay: float = 0.0) -> subprocess.Popen:
+    proc = subprocess.Popen([sys.executable, "-c", WRITER, str(path), str(delay)], stdin=subprocess.PIPE)
+    proc.stdin.write(data)
+    proc.stdin.close()
+    return proc
+
+
+def test_pipe_mode_fifo_created_late_by_another_process_gzip(tmp_path):
+    """The platform may create the FIFO after the reader starts waiting; gzip is inflated."""
+    spec = pipe_spec(tmp_path)
+    x = rows(5000, 0, dim=10)
+    proc = write_from_process(tmp_path / "input" / "data" / "train_0", gzip.compress(recordio_bytes(x)), delay=0.5)
+    assert np.array_equal(read_all(spec, 0).features, x)
+    assert proc.wait(20) == 0
+
+
+def test_pipe_mode_csv_from_a_process(tmp_path):
+    spec = pipe_spec(tmp_path, content_type="text/csv;label_size=1")
+    path = tmp_path / "input" / "data" / "train_0"
+    os.mkfifo(path)
+    lines = "".join(f"{i % 2},{i},{i * 2}\n" for i in range(20000)).encode()
+    proc = write_from_process(path, lines)
+    batch = read_all(spec, 0)
+    assert batch.size == 20000 and np.array_equal(batch.features[:, 0], np.arange(20000))
+    assert proc.wait(20) == 0
+
+
+def test_pipe_fifo_that_never_appears_times_out(tmp_path):
+    spec = pipe_spec(tmp_path, timeout=0.5)
+    start = time.monotonic()
+    with pytest.raises(DataError) as caught:
+        read_all(spec, 0)
+    elapsed = time.monotonic() - start
+    assert 0.5 <= elapsed < 5
+    message = str(caught.value)
+    assert "train_0 did not appear within 0.5 s" in message and "channel 'train'" in message
+    assert "PIPEALGOS_PIPE_TIMEOUT" in message
+
+
+def test_pipe_fifo_without_writer_times_out(tmp_path):
+    spec = pipe_spec(tmp_path, timeout=0.5)
+    os.mkfifo(tmp_path / "input" / "data" / "train_0")
+    with pytest.raises(DataError, match="no data arrived"):
+        read_all(spec, 0)
+
+
+def test_writer_that_closes_without_data_is_an_empty_epoch(tmp_path):
+    spec = pipe_spec(tmp_path)
+    FifoFeeder(tmp_path, "train", [b"", recordio_bytes(rows(5))])
+    assert list(iter_blocks(spec, 0)) == []
+    assert read_all(spec, 1).size == 5
+
+
+def test_corrupt_pipe_data_names_the_fifo(tmp_path):
+    spec = pipe_spec(tmp_path)
+    good = recordio_bytes(rows(10))
+    FifoFeeder(tmp_path, "train", [good + b"\x00" * 12])
+    with pytest.raises(DataError) as caught:
+        read_all(spec, 0)
+    assert "train_0" in str(caught.value) and "magic" in str(caught.value)
+
+
+# --- Minibatches, readahead --------------------------------------------------------------------
+
+def test_minibatches_have_the_requested_size_across_files(tmp_path):
+    root = tmp_path / "train"
+    root.mkdir()
+    for i in range(3):
+        (root / f"{i}.pbr").write_bytes(recordio_bytes(rows(70, 70 * i), np.full(70, i, np.float32)))
+    batches = list(iter_minibatches(ChannelSpec("train", tmp_path), 0, batch_size=32))
+    assert [b.size for b in batches] == [32] * 6 + [18]
+    assert np.array_equal(np.concatenate([b.features[:, 0] for b in batches]), np.arange(210))
+    assert np.array_equal(np.concatenate([b.labels for b in batches]), np.repeat([0, 1, 2], 70))
+
+
+def test_readahead_delivers_good_batches_then_the_error(tmp_path):
+    root = tmp_path / "train"
+    root.mkdir()
+    (root / "a.pbr").write_bytes(recordio_bytes(rows(100)))
+    (root / "b.pbr").write_bytes(recordio_bytes(rows(100))[:-10])
+    seen = 0
+    with pytest.raises(DataError) as caught:
+        for batch in iter_minibatches(ChannelSpec("train", tmp_path), 0, batch_size=10):
+            seen += batch.size
+    assert seen >= 100
+    assert "truncated" in str(caught.value) and str(root / "b.pbr") in str(caught.value)
+
+
+def test_consumer_stopping_early_releases_the_fifo_and_the_thread(tmp_path):
+    """The reader closes the FIFO; the platform's writer sees a broken pipe and moves on."""
+    spec = pipe_spec(tmp_path)
+    path = tmp_path / "input" / "data" / "train_0"
+    os.mkfifo(path)
+    data = recordio_bytes(rows(200_000, dim=20))  # ~20 MB: far more than pipe and queue hold
+    outcome = {}
+
+    def writer():
+        try:
+            with open(path, "wb") as fifo:
+                fifo.write(data)
+            outcome["result"] = "finished"
+        except BrokenPipeError:
+            outcome["result"] = "broken pipe"
+
+    thread = threading.Thread(target=writer, daemon=True)
+    thread.start()
+    batches = iter_minibatches(spec, 0, batch_size=100, readahead=2)
+    first = next(batches)
+    assert first.size == 100
+    batches.close()
+    thread.join(10)
+    assert outcome.get("result") == "broken pipe"
+    assert not batches._thread.is_alive()
+
+
+def test_pipe_buffer_is_enlarged(tmp_path):
+    """open_fifo asks for a 1 MiB pipe buffer (F_SETPIPE_SZ); F_GETPIPE_SZ reads it back."""
+    import fcntl
+
+    from pipealgos.io.channel import PIPE_BUFFER, open_fifo
+
+    path = tmp_path / "fifo"
+    os.mkfifo(path)
+    writer = threading.Thread(target=lambda: Path(path).write_bytes(b"x" * 10), daemon=True)
+    writer.start()
+    stream = open_fifo(path, 10, "train")
+    try:
+        size = fcntl.fcntl(stream.fileno(), 1032)  # F_GETPIPE_SZ
+        max_size = int(Path("/proc/sys/fs/pipe-max-size").read_text())
+        assert size == PIPE_BUFFER or max_size < PIPE_BUFFER
+        assert stream.read() == b"x" * 10
+    finally:
+        stream.close()
+        writer.join(5)
+
+
+def test_decoding_a_file_object_is_the_same_as_a_fifo(tmp_path):
+    """Pipe content = the channel's objects concatenated byte for byte (spec 1.7)."""
+    spec = pipe_spec(tmp_path)
+    parts = [recordio_bytes(rows(300, 300 * i)) for i in range(3)]
+    FifoFeeder(tmp_path, "train", [b"".join(parts)])
+    via_pipe = read_all(spec, 0)
+    root = tmp_path / "files" / "train"
+    root.mkdir(parents=True)
+    for i, part in enumerate(parts):
+        (root / f"{i}.pbr").write_bytes(part)
+    via_files = read_all(ChannelSpec("train", tmp_path / "files"))
+    assert np.array_equal(via_pipe.features, via_files.features)
