@@ -115,34 +115,48 @@ def nearest(d2: torch.Tensor) -> torch.Tensor:
     return d2.argmin(dim=1)
 
 
-def _draw(weights: np.ndarray, rng: np.random.Generator, exclude: np.ndarray) -> int:
-    """One index drawn with probability ∝ ``weights``; uniformly among the not-yet-chosen
-    when every weight is 0 (all remaining mass sits on chosen points)."""
-    total = float(weights.sum())
+def _draw(weights: np.ndarray, rng: np.random.Generator, exclude: np.ndarray, size: int) -> np.ndarray:
+    """``size`` indices drawn (with replacement) with probability ∝ ``weights``; uniformly among
+    the not-yet-chosen when every weight is 0 (all remaining mass sits on chosen points)."""
+    cumulative = np.cumsum(weights)
+    total = float(cumulative[-1])
     if total > 0:
-        return int(min(np.searchsorted(np.cumsum(weights), rng.random() * total, side="right"), len(weights) - 1))
+        return np.minimum(np.searchsorted(cumulative, rng.random(size) * total, side="right"), len(weights) - 1)
     free = np.flatnonzero(~exclude)
-    return int(free[rng.integers(len(free))])
+    return free[rng.integers(len(free), size=size)]
 
 
-def kmeans_plusplus(points: torch.Tensor, count: int, rng: np.random.Generator,
-                    weights: torch.Tensor | None = None) -> np.ndarray:
-    """``count`` row indices by (weighted) D² sampling: the first ∝ weight, each next one
-    ∝ weight × squared distance to the nearest chosen row."""
+def kmeans_plusplus(points: np.ndarray, count: int, rng: np.random.Generator,
+                    weights: np.ndarray | None = None) -> np.ndarray:
+    """``count`` row indices of ``points`` (float64, host memory) by weighted D² sampling:
+    the first ∝ weight, each next one ∝ weight × squared distance to the nearest chosen row.
+
+    Greedy, as scikit-learn's k-means++ (Arthur & Vassilvitskii's suggestion): each step draws
+    2 + ln(count) candidates and keeps the one that lowers the weighted potential most.
+    numpy, not torch: the loop is sequential over ``count`` small steps (a few thousand rows
+    at most: a minibatch or the K streaming centers), where per-call overhead dominates."""
     n = points.shape[0]
-    w = np.ones(n) if weights is None else weights.double().cpu().numpy()
+    w = np.ones(n) if weights is None else weights
+    trials = 2 + int(np.log(count))
+    norms = np.einsum("ij,ij->i", points, points)
     chosen = np.zeros(n, dtype=bool)
-    picks = [_draw(w, rng, chosen)]
-    chosen[picks[0]] = True
-    closest = squared_distances(points, points[picks[0]][None]).squeeze(1)
-    for _ in range(count - 1):
-        p = w * closest.double().cpu().numpy()
-        p[chosen] = 0.0
-        pick = _draw(p, rng, chosen)
-        picks.append(pick)
+    picks = np.empty(count, dtype=np.int64)
+    pick = int(_draw(w, rng, chosen, 1)[0])
+    closest = np.maximum(norms - 2 * points @ points[pick] + norms[pick], 0.0)
+    for i in range(count):
+        picks[i] = pick
         chosen[pick] = True
-        closest = torch.minimum(closest, squared_distances(points, points[pick][None]).squeeze(1))
-    return np.array(picks)
+        closest[pick] = 0.0
+        if i == count - 1:
+            break
+        p = w * closest
+        p[chosen] = 0.0
+        candidates = _draw(p, rng, chosen, trials)
+        d2 = np.maximum(norms[candidates, None] - 2 * points[candidates] @ points.T + norms, 0.0)
+        np.minimum(d2, closest, out=d2)
+        best = int(np.argmin(d2 @ w))
+        pick, closest = int(candidates[best]), d2[best]
+    return picks
 
 
 def random_rows(n: int, count: int, rng: np.random.Generator, weights: np.ndarray | None = None) -> np.ndarray:
@@ -160,10 +174,11 @@ def random_rows(n: int, count: int, rng: np.random.Generator, weights: np.ndarra
 def seed_centers(points: torch.Tensor, count: int, method: str, rng: np.random.Generator,
                  weights: torch.Tensor | None = None) -> torch.Tensor:
     """``count`` rows of ``points`` chosen by ``random`` or ``kmeans++``."""
+    w = None if weights is None else weights.double().cpu().numpy()
     if method == "kmeans++":
-        picks = kmeans_plusplus(points, count, rng, weights)
+        picks = kmeans_plusplus(points.double().cpu().numpy(), count, rng, w)
     else:
-        picks = random_rows(points.shape[0], count, rng, None if weights is None else weights.cpu().numpy())
+        picks = random_rows(points.shape[0], count, rng, w)
     return points[torch.from_numpy(np.asarray(picks)).to(points.device)].clone()
 
 
@@ -204,9 +219,8 @@ class StreamingCenters:
 
     def add(self, x: torch.Tensor) -> None:
         """Assign a minibatch (float32 (b, d) on the centers' device) and update the masses."""
-        assign = nearest(squared_distances(x, self._centers32, self._norms32))
-        if assign.device != x.device:
-            assign = assign.to(x.device)
+        # ‖x‖² is the same for every center of a row: the argmin does not need it.
+        assign = nearest(torch.addmm(self._norms32, x, self._centers32.T, alpha=-2.0)).to(x.device)
         K = self.count.shape[0]
         decay = self._decay(x.shape[0])
         if decay != 1.0:
