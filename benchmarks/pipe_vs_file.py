@@ -47,6 +47,17 @@ BEGIN, END = "<!-- pipe_vs_file:begin -->", "<!-- pipe_vs_file:end -->"
 FEATURES = 50
 MB = 1e6
 
+NOTES = (
+    "Reading the figures: Pipe \"read MB/s\" is the rate at which the algorithm drained its FIFO (bytes over "
+    "the time data flowed), File \"read MB/s\" the download rate. The feeder alone keeps up with the server's "
+    "ceiling, so on these 2 shared cores the algorithm's decoding, not S3, bounds Pipe throughput: the >= 0.9 "
+    "goal holds for the feeder, not end to end. File \"data ready\" is when the download finished (training "
+    "starts only then); Pipe's is the first byte in the FIFO, which waits for `train` to start (Python and "
+    "torch imports, a few seconds under load), so the data latency proper is the next column. Pipe total / "
+    "File total can only fall by the share of the File job spent downloading: over loopback the download is "
+    "a small part of the job, unlike the blog's 78 GiB from S3, and that bounds how far below 1 the ratio can go."
+)
+
 HYPERPARAMETERS = {
     "pca": {"feature_dim": str(FEATURES), "num_components": "10", "mini_batch_size": "5000"},
     "kmeans": {"feature_dim": str(FEATURES), "k": "10", "mini_batch_size": "5000", "epochs": "1"},
@@ -147,6 +158,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     algorithms = [a for a in args.algorithms.split(",") if a in ALGORITHMS]
     feed = FeedOptions(workers=args.workers)
+    begun = time.monotonic()
 
     with tempfile.TemporaryDirectory(prefix="pipe-vs-file-") as tmp:
         work = Path(tmp)
@@ -200,6 +212,9 @@ def main(argv: list[str] | None = None) -> int:
             f"- {algorithm}: Pipe peak disk {p['PeakLocalDiskBytes'] / MB:.2f} MB vs File "
             f"{f['PeakLocalDiskBytes'] / MB:,.0f} MB",
         ]
+    lines += ["", NOTES, "", f"The whole benchmark took {time.monotonic() - begun:,.0f} s; load average at the end "
+              f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} cores (other work shares them, so times are noisy). "
+              "`--size-gb` scales the data down for a quicker check."]
     text = "\n".join(lines)
     print(text)
     if not args.no_record:
