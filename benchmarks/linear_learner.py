@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 import os
 import re
 import socket
@@ -58,23 +59,21 @@ dist.destroy_process_group()
 """
 
 
-def _data() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _data() -> tuple[np.ndarray, np.ndarray]:
     rng = np.random.default_rng(0)
     w = rng.uniform(-1, 1, DIM)
     x = rng.normal(size=(ROWS + TEST_ROWS, DIM)).astype(np.float32)
     y = (rng.random(ROWS + TEST_ROWS) < 1 / (1 + np.exp(-(x @ w + 0.5)))).astype(np.float32)
-    return x, y, w
+    return x, y
 
 
-def _train(root: Path, x: np.ndarray, y: np.ndarray, num_models: int) -> tuple[list[float], Path]:
+def _train(root: Path, num_models: int) -> tuple[list[float], Path]:
     job = root / f"models-{num_models}"
     (job / "input" / "config").mkdir(parents=True)
     (job / "input" / "data").mkdir()
     (job / "input" / "data" / "train").symlink_to(root / "train")
     hp = {"predictor_type": "binary_classifier", "feature_dim": str(DIM), "mini_batch_size": str(BATCH),
           "epochs": str(EPOCHS), "num_models": str(num_models)}
-    import json
-
     (job / "input" / "config" / "hyperparameters.json").write_text(json.dumps(hp))
     (job / "input" / "config" / "inputdataconfig.json").write_text(json.dumps({"train": {"TrainingInputMode": "File"}}))
     out = io.StringIO()
@@ -117,7 +116,7 @@ def _record(text: str) -> None:
 
 
 def main() -> int:
-    x, y, _ = _data()
+    x, y = _data()
     x_train, y_train, x_test, y_test = x[:ROWS], y[:ROWS], x[ROWS:], y[ROWS:]
     with tempfile.TemporaryDirectory(prefix="ll-bench-") as tmp:
         root = Path(tmp)
@@ -127,7 +126,7 @@ def main() -> int:
                 write_dense(f, x_train[rows], y_train[rows])
         runs = {}
         for num_models in (1, 32):
-            rates, model_dir = _train(root, x_train, y_train, num_models)
+            rates, model_dir = _train(root, num_models)
             runs[num_models] = (rates, _accuracy(model_dir, x_test, y_test))
             print(f"linear-learner num_models={num_models:2d}: " + ", ".join(f"epoch {e} {r:,.0f} rec/s" for e, r in
                   enumerate(rates)) + f"; test accuracy {runs[num_models][1]:.4f}", flush=True)
@@ -138,25 +137,27 @@ def main() -> int:
         sgd.fit(x_train, y_train)
     sgd_rate = ROWS / (time.perf_counter() - started)
     sgd_accuracy = float(np.mean(sgd.predict(x_test) == y_test))
-    print(f"sklearn SGDClassifier(log_loss), 1 epoch in memory: {sgd_rate:,.0f} rec/s; test accuracy {sgd_accuracy:.4f}")
+    print(f"sklearn SGDClassifier(log_loss), 1 epoch in memory: {sgd_rate:,.0f} rec/s; "
+          f"test accuracy {sgd_accuracy:.4f}")
     sync = _allreduce_seconds()
     print(f"3-process gloo all_reduce of a 32-model gradient: {sync * 1e6:.0f} us per minibatch")
 
-    best32 = max(runs[32][0])
-    ratio = best32 / sgd_rate
+    mean32 = float(np.mean(runs[32][0]))
+    ratio = mean32 / sgd_rate
     met = ratio >= RATIO_GOAL and runs[32][1] >= sgd_accuracy
-    lines = [f"`python benchmarks/linear_learner.py` — {ROWS:,} x {DIM} float32 binary task in {FILES} RecordIO-protobuf "
-             f"files, File mode through the real reader, mini_batch_size {BATCH}, {EPOCHS} epochs, no validation "
-             f"channel; test accuracy on {TEST_ROWS:,} held-out rows; {os.cpu_count()} cores.", "",
+    lines = [f"`python benchmarks/linear_learner.py` — {ROWS:,} x {DIM} float32 binary task in {FILES} "
+             f"RecordIO-protobuf files, File mode through the real reader, mini_batch_size {BATCH}, {EPOCHS} epochs, no validation "
+             f"channel; test accuracy on {TEST_ROWS:,} held-out rows; {os.cpu_count()} cores, load average "
+             f"{os.getloadavg()[0]:.1f} at the end (figures from a shared machine are noisy).", "",
              "| run | records/s per epoch | test accuracy |", "|---|---:|---:|"]
     for num_models, (rates, accuracy) in runs.items():
         lines.append(f"| linear-learner num_models={num_models} | {' / '.join(f'{r:,.0f}' for r in rates)} | "
                      f"{accuracy:.4f} |")
     lines += [f"| sklearn SGDClassifier(log_loss), 1 epoch, in memory | {sgd_rate:,.0f} | {sgd_accuracy:.4f} |", "",
-              f"- 32 models (best epoch) / SGDClassifier: **{ratio:.2f}** (goal >= {RATIO_GOAL}: "
+              f"- 32 models (mean over epochs) / SGDClassifier: **{ratio:.2f}** (goal >= {RATIO_GOAL}: "
               f"{'met' if ratio >= RATIO_GOAL else 'MISSED'}); accuracy {runs[32][1]:.4f} vs {sgd_accuracy:.4f} "
               f"({'equal or better' if runs[32][1] >= sgd_accuracy else 'WORSE'})",
-              f"- 32 models / 1 model: {best32 / max(runs[1][0]):.2f} of the records/s",
+              f"- 32 models / 1 model: {mean32 / np.mean(runs[1][0]):.2f} of the records/s",
               f"- multi-host synchronisation: one 3-process gloo all-reduce of the 32-model gradient on loopback "
               f"takes {sync * 1e6:.0f} us, i.e. {sync * ROWS / BATCH:.2f} s per epoch of {ROWS // BATCH:,} minibatches"]
     text = "\n".join(lines)

@@ -71,7 +71,8 @@ def test_multiclass_and_regression_metric_names(tmp_path):
                                      "num_classes": 4, "accuracy_top_k": 2, "f_beta": 0.5}, data)
     assert multi.status == 0, multi.failure
     assert {"multiclass_accuracy", "multiclass_top_k_accuracy_2", "macro_precision", "macro_recall", "macro_f_0.500",
-            "multiclass_balanced_accuracy", "dcg", "multiclass_cross_entropy_objective"} <= set(multi.final("validation"))
+            "multiclass_balanced_accuracy", "dcg",
+            "multiclass_cross_entropy_objective"} <= set(multi.final("validation"))
     assert multi.final("validation")["multiclass_accuracy"] > 0.85
     target = (x @ rng.normal(size=5) * 100 + 1000).astype(np.float32)
     regression = run_job(tmp_path / "r", {**HP, "feature_dim": 5, "predictor_type": "regressor"},
@@ -86,7 +87,8 @@ def test_multiclass_and_regression_metric_names(tmp_path):
 
 def test_early_stopping_stops_when_validation_stops_improving(tmp_path):
     x, y = _binary()
-    hp = {**HP, "epochs": 40, "early_stopping_patience": 2, "binary_classifier_model_selection_criteria": "loss_function"}
+    hp = {**HP, "epochs": 40, "early_stopping_patience": 2,
+          "binary_classifier_model_selection_criteria": "loss_function"}
     job = run_job(tmp_path, hp, _channels(x, y))
     assert job.status == 0, job.failure
     epochs = {int(e) for e, *_ in job.metrics() if e}

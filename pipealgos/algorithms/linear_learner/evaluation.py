@@ -63,6 +63,7 @@ class Evaluator:
             self.sums |= {"squared": z(models), "absolute": z(models)}
 
     def add(self, pred: torch.Tensor, y: torch.Tensor, loss: torch.Tensor) -> None:
+        pred, y, loss = pred.cpu(), y.cpu(), loss.cpu()  # the statistics live on the CPU
         sums, n = self.sums, pred.shape[0]
         seen = int(sums["rows"][0])
         sums["rows"] += n
@@ -81,7 +82,9 @@ class Evaluator:
             top = pred.argmax(-1)  # (n, M)
             offsets = torch.arange(self.models)[None, :] * self.outputs
             size = self.models * self.outputs
-            count = lambda idx: torch.bincount(idx.reshape(-1), minlength=size).view(self.models, self.outputs)  # noqa: E731
+
+            def count(index: torch.Tensor) -> torch.Tensor:
+                return torch.bincount(index.reshape(-1), minlength=size).view(self.models, self.outputs)
             sums["true"] += count(label[:, None] + offsets)
             sums["predicted"] += count(top + offsets)
             sums["hit"] += count((top + offsets)[top == label[:, None]])
@@ -114,7 +117,7 @@ class Evaluator:
         """(name, value, "loss"|"score") lines for one model, as the real container names them."""
         lines = [(f"{OBJECTIVE_NAMES[self.s.loss]}_objective", float(self.mean_loss()[model]), "loss")]
         n = max(self.rows, 1)
-        sums = {k: v[model].numpy() if v.dim() and v.shape[0] == self.models else v.numpy() for k, v in self.sums.items()}
+        sums = {k: v.numpy() if k == "rows" else v[model].numpy() for k, v in self.sums.items()}
         if self.s.predictor_type == "binary_classifier":
             counts = _counts(sums["pos"][None], sums["neg"][None], self.s.f_beta)
             j = int(np.argmin(np.abs(EDGES - threshold)))
@@ -125,7 +128,8 @@ class Evaluator:
                       ("roc_auc_score", _roc_auc(sums["pos"], sums["neg"]), "score")]
         elif self.s.predictor_type == "multiclass_classifier":
             present = (sums["true"] + sums["predicted"]) > 0
-            precision = np.divide(sums["hit"], sums["predicted"], out=np.zeros(self.outputs), where=sums["predicted"] > 0)
+            precision = np.divide(sums["hit"], sums["predicted"], out=np.zeros(self.outputs),
+                                  where=sums["predicted"] > 0)
             recall = np.divide(sums["hit"], sums["true"], out=np.zeros(self.outputs), where=sums["true"] > 0)
             f_beta = _f_beta(precision, recall, self.s.f_beta)
             lines += [("multiclass_accuracy", float(sums["hit"].sum() / n), "score"),

@@ -9,7 +9,8 @@ Per step, for each model m with learning rate lr_m (times ``bias_lr_mult`` on th
 times the schedule) and gradient g = ∇loss + wd_m·θ (``bias_wd_mult``·wd_m on the bias):
 
 * sgd: v ← momentum·v + g; θ ← θ − lr·v
-* adam: m ← β1·m + (1−β1)·g; v ← β2·v + (1−β2)·g²; θ ← θ − lr·m̂/(√v̂ + 1e-8) (bias-corrected)
+* adam: m ← β1·m + (1−β1)·g; v ← β2·v + (1−β2)·g²; θ ← θ − lr·m̂/(√v̂ + 1e-8)
+  (m̂, v̂ bias-corrected)
 * rmsprop: v ← 0.95·v + 0.05·g²; θ ← θ − lr·g/(√v + 1e-8) (MXNet's default decay)
 
 then the proximal step of the l1 penalty: θ ← sign(θ)·max(|θ| − lr·l1_m, 0) on the weights

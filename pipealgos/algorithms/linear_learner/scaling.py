@@ -46,7 +46,7 @@ class Scaler:
 
     @classmethod
     def from_sums(cls, sums: np.ndarray, feature_dim: int, center: bool, scale: bool, center_label: bool,
-                  scale_label: bool) -> "Scaler":
+                  scale_label: bool, device: torch.device = torch.device("cpu")) -> "Scaler":
         n, y_sum, y_squares = sums[:3]
         total, squares = sums[3 : 3 + feature_dim], sums[3 + feature_dim :]
         mean = total / n
@@ -55,8 +55,8 @@ class Scaler:
         y_mean = y_sum / n
         y_std = float(np.sqrt(max(y_squares / n - y_mean**2, 0.0)))
         return cls(
-            shift=torch.as_tensor(mean if center else np.zeros(feature_dim), dtype=torch.float32),
-            inv_scale=torch.as_tensor(1 / std if scale else np.ones(feature_dim), dtype=torch.float32),
+            shift=torch.as_tensor(mean if center else np.zeros(feature_dim), dtype=torch.float32, device=device),
+            inv_scale=torch.as_tensor(1 / std if scale else np.ones(feature_dim), dtype=torch.float32, device=device),
             label_shift=float(y_mean) if center_label else 0.0,
             label_scale=y_std if (scale_label and y_std > 1e-12) else 1.0,
         )
@@ -71,7 +71,8 @@ class Scaler:
         """Raw-unit (weight (d, K), bias (K,)) of one model's normalised parameters (d + 1, K)."""
         t = theta.double().cpu().numpy()
         w_norm, b_norm = t[:-1], t[-1]
-        inv = self.inv_scale.double().numpy()[:, None]
+        inv = self.inv_scale.double().cpu().numpy()[:, None]
         weight = self.label_scale * w_norm * inv
-        bias = self.label_scale * (b_norm - (self.shift.double().numpy()[:, None] * inv * w_norm).sum(0)) + self.label_shift
+        shift = self.shift.double().cpu().numpy()[:, None]
+        bias = self.label_scale * (b_norm - (shift * inv * w_norm).sum(0)) + self.label_shift
         return weight, bias

@@ -68,15 +68,16 @@ def train(params: LinearLearnerParams, ctx: TrainingContext) -> LinearLearnerMod
         torch.set_num_threads(threads)
 
 
-def _all_reduce(tensors: list[torch.Tensor], op=None) -> list[torch.Tensor]:
-    """Sum (or ``op``) a list of tensors across hosts in one collective."""
+def _all_reduce(tensors: list[torch.Tensor], device: torch.device, op=None) -> list[torch.Tensor]:
+    """Sum (or ``op``) a list of tensors across hosts in one collective on ``device`` (NCCL
+    needs CUDA tensors); each result keeps its input's dtype and device."""
     import torch.distributed as dist
 
-    flat = torch.cat([t.reshape(-1).double() for t in tensors])
+    flat = torch.cat([t.reshape(-1).to(device=device, dtype=torch.float64) for t in tensors])
     dist.all_reduce(flat, op=op or dist.ReduceOp.SUM)
     out, start = [], 0
     for t in tensors:
-        out.append(flat[start : start + t.numel()].view(t.shape).to(t.dtype))
+        out.append(flat[start : start + t.numel()].view(t.shape).to(device=t.device, dtype=t.dtype))
         start += t.numel()
     return out
 
@@ -129,7 +130,7 @@ class _Job:
         ctx, r, p = self.ctx, self.r, self.p
         d = r.feature_dim or (sample.feature_dim if sample is not None else 0)
         if ctx.distributed:
-            d = int(_all_reduce([torch.tensor([float(d)])], _max_op())[0].item())
+            d = int(_all_reduce([torch.tensor([float(d)])], ctx.device, _max_op())[0].item())
         if d == 0:
             raise DataError("the train channel holds no records", channel="train",
                             fix="Provide at least one labelled record")
@@ -137,11 +138,13 @@ class _Job:
         sums = sample_sums(sample, d)
         counts = self._class_counts(sample)
         if ctx.distributed:
-            sums, counts = (t.numpy() for t in _all_reduce([torch.from_numpy(sums), torch.from_numpy(counts)]))
+            merged = _all_reduce([torch.from_numpy(sums), torch.from_numpy(counts)], ctx.device)
+            sums, counts = (t.numpy() for t in merged)
         if sums[0] == 0:
             raise DataError("the train channel holds no records", channel="train",
                             fix="Provide at least one labelled record")
-        self.scaler = Scaler.from_sums(sums, d, r.unbias_data, r.normalize_data, r.unbias_label, r.normalize_label)
+        self.scaler = Scaler.from_sums(sums, d, r.unbias_data, r.normalize_data, r.unbias_label, r.normalize_label,
+                                       ctx.device)
         self._class_weights(counts)
         scale = self.scaler.label_scale
         self.loss_fn = make_loss(r.loss, LossSettings(p.margin, p.quantile, p.loss_insensitivity / scale,
@@ -207,7 +210,8 @@ class _Job:
     def _gradient(self, batch: Minibatch | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Summed gradient (d + 1, M, K), summed loss (M,) and row count of one minibatch."""
         if batch is None:
-            return torch.zeros_like(self.theta), torch.zeros(self.models), torch.zeros(1)
+            device = self.theta.device
+            return torch.zeros_like(self.theta), torch.zeros(self.models, device=device), torch.zeros(1, device=device)
         x, y = self._inputs(batch)
         pred = self._forward(self.theta, x)
         loss, grad = self.loss_fn(pred, y)
@@ -218,24 +222,24 @@ class _Job:
         flat = grad.reshape(n, -1)
         full = torch.cat([(x.T @ flat).view(d, self.models, self.outputs),
                           flat.sum(0).view(1, self.models, self.outputs)])
-        return full, loss.sum(0), torch.tensor([float(n)])
+        return full, loss.sum(0), torch.full((1,), float(n), device=x.device)
 
     def _train_epoch(self, batches: Iterator[Minibatch]) -> tuple[np.ndarray, int]:
         """One pass; returns the mean training loss per model and the rows seen (all hosts)."""
-        loss_total, rows = torch.zeros(self.models, dtype=torch.float64), 0
+        loss_total, rows = torch.zeros(self.models, dtype=torch.float64, device=self.theta.device), 0
         batches = iter(batches)
         while True:
             batch = next(batches, None)
             grad, loss, count = self._gradient(batch)
             if self.ctx.distributed:
-                grad, loss, count = _all_reduce([grad, loss, count])
+                grad, loss, count = _all_reduce([grad, loss, count], self.ctx.device)
             n = int(count.item())
             if n == 0:
                 break
             self.optimizer.step(self.theta, grad / n)
             loss_total += loss.double()
             rows += n
-        return (loss_total / max(rows, 1)).numpy(), rows
+        return (loss_total / max(rows, 1)).cpu().numpy(), rows
 
     def _evaluate(self, theta: torch.Tensor, batches, threshold_rows: int | None = None) -> Evaluator:
         r, p = self.r, self.p
@@ -254,7 +258,7 @@ class _Job:
         evaluator = self._evaluate(self.theta, batches)
         if self.ctx.distributed:
             keys = list(evaluator.sums)
-            evaluator.sums = dict(zip(keys, _all_reduce([evaluator.sums[k] for k in keys])))
+            evaluator.sums = dict(zip(keys, _all_reduce([evaluator.sums[k] for k in keys], self.ctx.device)))
         return evaluator
 
     # --- the job -----------------------------------------------------------------------
