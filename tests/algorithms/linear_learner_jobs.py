@@ -61,11 +61,11 @@ def run_job(root: Path, hyperparameters: dict, data: dict[str, tuple], mode: str
     make_ml_root(root, hyperparameters, {name: dict(entry) for name in data}, hosts=hosts, current=current)
     feeders = []
     for name, (x, y) in data.items():
-        chunks = np.array_split(np.arange(len(x)), parts)
+        chunks = np.array_split(np.arange(x.shape[0]), parts)
         if content_type and content_type.startswith("text/csv"):
             blobs = [_csv(x[c], y[c]) for c in chunks]
         else:
-            blobs = [recordio_bytes(x[c], y[c]) for c in chunks]
+            blobs = [recordio_bytes(x[c], None if y is None else y[c]) for c in chunks]
         if mode == "File":
             write_channel_files(root, name, blobs)
         else:

@@ -141,3 +141,36 @@ def test_bad_labels_fail_the_job_naming_channel_and_fix(tmp_path, predictor, lab
     job = run_job(tmp_path, {**HP, "feature_dim": 2, "predictor_type": predictor, "num_classes": 3}, {"train": (x, y)})
     assert job.status == 1
     assert "channel 'train'" in job.failure and fragment in job.failure
+
+
+def test_sparse_records_train_the_dense_model(tmp_path):
+    import scipy.sparse as sp
+
+    x, y = _binary()
+    x[:, ::2] = 0.0
+    dense = run_job(tmp_path / "dense", HP, {"train": (x[:2000], y[:2000])})
+    sparse = run_job(tmp_path / "sparse", HP, {"train": (sp.csr_matrix(x[:2000]), y[:2000])})
+    assert sparse.status == 0, sparse.failure
+    np.testing.assert_allclose(sparse.model().weight, dense.model().weight, rtol=1e-5, atol=1e-6)
+
+
+def test_unlabelled_records_fail_the_job(tmp_path):
+    x = np.ones((30, 2), dtype=np.float32)
+    job = run_job(tmp_path, {**HP, "feature_dim": 2}, {"train": (x, None)})
+    assert job.status == 1
+    assert "channel 'train'" in job.failure and "records carry no label" in job.failure
+
+
+def test_balanced_multiclass_weights_raise_the_rare_class_recall(tmp_path):
+    rng = np.random.default_rng(8)
+    x = rng.normal(size=(4000, 3)).astype(np.float32)
+    y = np.digitize(x[:, 0] + 0.8 * rng.normal(size=4000), [-1.8, 0.0]).astype(np.float32)  # class 0 is rare
+    data = {"train": (x[:3000], y[:3000]), "test": (x[3000:], y[3000:])}
+    common = {**HP, "feature_dim": 3, "predictor_type": "multiclass_classifier", "num_classes": 3, "num_models": 1}
+    recall = {}
+    for balanced in (False, True):
+        job = run_job(tmp_path / str(balanced), {**common, "balance_multiclass_weights": balanced}, data)
+        assert job.status == 0, job.failure
+        predicted = job.model().predict(x[3000:])["predicted_label"]
+        recall[balanced] = np.mean(predicted[y[3000:] == 0] == 0)
+    assert recall[True] > recall[False] + 0.1, recall
