@@ -108,10 +108,14 @@ class Evaluator:
     def selection(self) -> tuple[np.ndarray, np.ndarray]:
         """(metric, threshold) per model; higher metric is better. The threshold (margin units)
         is calibrated for the binary criterion and 0 otherwise."""
+        loss = self.mean_loss()
         if self.s.predictor_type != "binary_classifier" or self.s.criterion == "loss_function":
-            return -self.mean_loss(), np.zeros(self.models)
-        metric, index = _calibrate(self.sums["pos"].numpy(), self.sums["neg"].numpy(), self.s)
-        return metric, EDGES[index]
+            metric, threshold = -loss, np.zeros(self.models)
+        else:
+            metric, index = _calibrate(self.sums["pos"].numpy(), self.sums["neg"].numpy(), self.s)
+            threshold = EDGES[index]
+        # A model that diverged (non-finite loss) is never selected.
+        return np.where(np.isfinite(loss), metric, -np.inf), threshold
 
     def metrics(self, model: int, threshold: float = 0.0) -> list[tuple[str, float, str]]:
         """(name, value, "loss"|"score") lines for one model, as the real container names them."""

@@ -49,7 +49,7 @@ from pipealgos.io import DataError, Minibatch, concat
 
 from ..base import TrainingContext, to_torch
 from .evaluation import Evaluator, MetricSettings
-from .losses import LossSettings, make_loss
+from .losses import OBJECTIVE_NAMES, LossSettings, make_loss
 from .model import LinearLearnerModel
 from .optimizer import BatchedOptimizer, StepSettings
 from .params import AUTO, LinearLearnerParams, ModelGrid, Resolved, model_grid, resolve
@@ -268,7 +268,7 @@ class _Job:
     def run(self) -> LinearLearnerModel:
         ctx, p, r = self.ctx, self.p, self.r
         self.feature_dim = r.feature_dim
-        objective = None
+        objective = f"{OBJECTIVE_NAMES[r.loss]}_objective"
         best_metric = np.full(self.models, -np.inf)
         best_threshold = np.zeros(self.models)
         best_epoch = np.zeros(self.models, dtype=int)
@@ -297,7 +297,6 @@ class _Job:
             evaluators = {e: v for e, v in evaluators.items() if e in set(best_epoch.tolist())}
 
             leader = int(np.argmax(best_metric))
-            objective = evaluator.metrics(leader)[0][0]
             ctx.report.quality("train", objective, float(train_loss[leader]), "loss", epoch=epoch)
             if self.has_validation:
                 ctx.report.quality("validation", objective, float(evaluator.mean_loss()[leader]), "loss", epoch=epoch)
