@@ -24,10 +24,13 @@ Response forms: JSON ``{response_key: [{output: value, ...}, ...]}``; JSON Lines
 Float32Tensor per output in ``label``. An output of shape (n,) is a scalar per record, (n, k)
 a list per record. Outputs are float32, as in RecordIO responses; JSON and CSV print each as the
 shortest decimal that reads back as the same float32 (``0.1``, not ``0.10000000149011612``).
+An output the model returns as integers prints as integers in JSON and CSV (``"predicted_label": 0``)
+and is a float32 tensor in RecordIO.
 """
 
 from __future__ import annotations
 
+import io
 import json
 import math
 from collections.abc import Sequence
@@ -40,7 +43,7 @@ from pipealgos.io.csv import CsvDecoder
 from pipealgos.io.minibatch import Features
 from pipealgos.io.protobuf import RecordDecoder
 from pipealgos.io.recordio import HEADER, encode_frame
-from pipealgos.io.stream import aligned_buffer
+from pipealgos.io.stream import decode_stream
 
 JSON = "application/json"
 JSONLINES = "application/jsonlines"
@@ -141,25 +144,22 @@ def decode_request(body: bytes, content_type: str | None, feature_dim: int | Non
 
 
 def _decode_recordio(body: bytes, feature_dim: int | None) -> Features:
-    buf = aligned_buffer(len(body))  # the dense fast path wants 4-byte aligned frames
-    buf[:] = np.frombuffer(body, dtype=np.uint8)
     decoder = RecordDecoder("request body (application/x-recordio-protobuf)", feature_dim)
     try:
-        blocks, _, _ = decoder.decode(buf, 0, len(body), 0, at_eof=True)
-        decoder.finish(len(body))
+        # One buffer larger than the body: a single read, decoded in place.
+        blocks = list(decode_stream(io.BytesIO(body), decoder, buffer_size=len(body) + 64))
     except DataError as exc:
         raise BadRequest(str(exc)) from None
     return concat(blocks).features if blocks else np.zeros((0, feature_dim or 0), dtype=np.float32)
 
 
 def _decode_csv(body: bytes, feature_dim: int | None) -> Features:
-    buf = np.frombuffer(body, dtype=np.uint8)
     decoder = CsvDecoder("request body (text/csv)", label_size=0, feature_dim=feature_dim)
     try:
-        blocks, _, _ = decoder.decode(buf, 0, len(body), 0, at_eof=True)
+        blocks = list(decode_stream(io.BytesIO(body), decoder, buffer_size=len(body) + 64))
     except DataError as exc:
         raise BadRequest(str(exc)) from None
-    return concat(blocks).features
+    return concat(blocks).features if blocks else np.zeros((0, feature_dim or 0), dtype=np.float32)
 
 
 def _load_json(text: bytes, where: str):
@@ -300,9 +300,9 @@ def _check_dim(dim: int, feature_dim: int | None, where: str) -> None:
 
 def encode_response(outputs: dict[str, np.ndarray], keys: Sequence[str], response_key: str, accept: str) -> bytes:
     """The response body in media type ``accept`` (one of :data:`RESPONSE_TYPES`)."""
-    columns = [(key, np.asarray(outputs[key], dtype=np.float32)) for key in keys]
+    columns = [(key, _output_array(outputs[key])) for key in keys]
     if accept == RECORDIO:
-        return _encode_recordio(columns)
+        return _encode_recordio([(key, array.astype(np.float32, copy=False)) for key, array in columns])
     if accept == CSV:
         return _encode_csv(columns)
     records = _json_records(columns)
@@ -311,10 +311,20 @@ def encode_response(outputs: dict[str, np.ndarray], keys: Sequence[str], respons
     return ("{" + json.dumps(response_key) + ": [" + ", ".join(records) + "]}").encode()
 
 
+def _output_array(values) -> np.ndarray:
+    """Integer outputs stay integers (printed ``0``, not ``0.0``, in JSON and CSV); all other
+    outputs become float32."""
+    array = np.asarray(values)
+    return array if array.dtype.kind in "iu" else array.astype(np.float32, copy=False)
+
+
 def _float_text(array: np.ndarray, for_json: bool) -> list:
-    """Shortest decimal that reads back as the same float32, per element (nested lists of str).
-    JSON has no NaN/infinity literals; like :func:`json.dumps`, they become NaN/Infinity."""
+    """Shortest decimal that reads back as the same float32 (or the integer), per element
+    (nested lists of str). JSON has no NaN/infinity literals; like :func:`json.dumps`, they
+    become NaN/Infinity."""
     text = array.astype(str)
+    if array.dtype.kind in "iu":
+        return text.tolist()
     if for_json and not np.isfinite(array).all():
         text = np.where(np.isnan(array), "NaN", np.where(np.isposinf(array), "Infinity",
                         np.where(np.isneginf(array), "-Infinity", text)))
@@ -337,8 +347,8 @@ def _json_records(columns: list[tuple[str, np.ndarray]]) -> list[str]:
 
 def _encode_csv(columns: list[tuple[str, np.ndarray]]) -> bytes:
     n = len(columns[0][1])
-    table = np.hstack([array.reshape(n, -1) for _, array in columns])
-    return "".join(",".join(row) + "\n" for row in _float_text(table, for_json=False)).encode()
+    texts = [_float_text(array.reshape(n, -1), for_json=False) for _, array in columns]
+    return "".join(",".join(value for row in parts for value in row) + "\n" for parts in zip(*texts)).encode()
 
 
 def _varint(value: int) -> bytes:

@@ -251,3 +251,14 @@ def test_non_finite_outputs_are_json_nan_and_infinity_like_json_dumps():
     text = formats.encode_response(outputs, ["score"], "scores", "application/json").decode()
     assert text == '{"scores": [{"score": NaN}, {"score": Infinity}, {"score": -Infinity}, {"score": 2.5}]}'
     assert json.loads(text)["scores"][3] == {"score": 2.5}
+
+
+def test_integer_outputs_print_as_integers_and_travel_as_float32_tensors():
+    outputs = {"score": np.float32([0.25, 0.75]), "predicted_label": np.array([0, 1], dtype=np.int64)}
+    keys = ["score", "predicted_label"]
+    assert json.loads(formats.encode_response(outputs, keys, "predictions", "application/json")) == {
+        "predictions": [{"score": 0.25, "predicted_label": 0}, {"score": 0.75, "predicted_label": 1}]}
+    assert formats.encode_response(outputs, keys, "predictions", "text/csv") == b"0.25,0\n0.75,1\n"
+    records = read_records(io.BytesIO(formats.encode_response(outputs, keys, "predictions",
+                                                              "application/x-recordio-protobuf")))
+    assert [list(r.label["predicted_label"].float32_tensor.values) for r in records] == [[0.0], [1.0]]
