@@ -97,14 +97,20 @@ def test_recordio_wrapper_makes_each_object_one_record(s3env, tmp_path):
     np.testing.assert_allclose(model["mean"][0], x.mean(axis=0), rtol=1e-5)
 
 
-def test_local_paths_need_no_server(tmp_path, capsys):
+def test_local_paths_need_no_server_and_checkpoints_sync(tmp_path, capsys):
     data = tmp_path / "data"
     data.mkdir()
     for i in range(3):
         (data / f"part-{i}.pbr").write_bytes(dense_bytes(X[i::3]))
+    checkpoints = tmp_path / "ckpt"
+    checkpoints.mkdir()
+    (checkpoints / "state-0.bin").write_bytes(b"earlier run")
     request = pca_request("local", "file://" + str(data), str(tmp_path / "out"), mode="Pipe")
-    result = run_job(parse_job(request), options())
+    request["CheckpointConfig"] = {"S3Uri": str(checkpoints)}
+    result = run_job(parse_job(request), options(work_dir=tmp_path / "work", keep_work_dir=True))
     assert result.status == "Completed" and result.exit_status == 0
     assert (tmp_path / "out" / "local" / "output" / "model.tar.gz").exists()
+    local = tmp_path / "work" / "local" / "algo-1" / "checkpoints" / "state-0.bin"
+    assert local.read_bytes() == b"earlier run"  # pre-filled before `train` started
     log = capsys.readouterr().err
     assert "[algo-1]" in log and "[runner]" in log and "train (Pipe)" in log
