@@ -39,7 +39,6 @@ class ServedModel:
     spec: AlgorithmSpec
     model: Any
     feature_dim: int | None
-    hyperparameters: dict[str, Any]
 
     @property
     def outputs(self) -> tuple[str, ...]:
@@ -68,7 +67,7 @@ def load_served_model(model_dir: Path) -> ServedModel:
     stored = _load_stored(model_dir)
     spec = get_algorithm(stored.algorithm)
     model = spec.model_type.from_arrays(stored.arrays, stored.hyperparameters)
-    return ServedModel(spec, model, _feature_dim(stored.hyperparameters), stored.hyperparameters)
+    return ServedModel(spec, model, _feature_dim(stored.hyperparameters))
 
 
 def _feature_dim(hyperparameters: dict[str, Any]) -> int | None:
