@@ -7,7 +7,7 @@ import time
 
 import numpy as np
 
-from conftest import dense_bytes, pca_request, upload_parts
+from jobkit import dense_bytes, pca_request, upload_parts
 from pipealgos.platform.runner import JobRun, RunOptions, parse_job
 from pipealgos.platform.runner.feeder import FeedOptions
 from pipealgos.platform.runner.storage import RetryPolicy

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from conftest import pca_request
+from jobkit import pca_request
 from pipealgos.platform.config import read_input_data_config, read_resource_config
 from pipealgos.platform.runner.job import JobSpecError, parse_job
 from pipealgos.platform.runner.layout import lay_out_host

@@ -7,7 +7,7 @@ import tarfile
 import numpy as np
 import pytest
 
-from conftest import dense_bytes, pca_request, reference_pca, upload_parts
+from jobkit import dense_bytes, pca_request, reference_pca, upload_parts
 from pipealgos.io import record_pb2
 from pipealgos.platform.runner import RunOptions, parse_job, run_job
 from seaweed import BUCKET
