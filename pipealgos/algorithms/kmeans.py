@@ -4,7 +4,8 @@ reduction from K to k.
 
 1. **Initialise** K centers from the first minibatch (rows are buffered across minibatches
    until there are K; if the whole channel has fewer rows, K shrinks to that count):
-   ``random`` = K distinct rows, ``kmeans++`` = D² sampling.
+   ``random`` = K distinct rows, ``kmeans++`` = D² sampling (greedy, as scikit-learn's:
+   the best of 2 + ln K candidates per step).
 2. **Stream**: each minibatch is assigned to the nearest centers in one batched torch
    distance computation (‖x‖² − 2x·c + ‖c‖², CPU or CUDA). Center j keeps its *mass*:
    count n_j, vector sum s_j and sum of squared norms q_j of the points assigned to it,
@@ -26,13 +27,15 @@ so no dependence on k is invented.
 its points) plus the reduction's weighted loss Σ_j n_j‖c_j − μ_a(j)‖², divided by Σ_j n_j.
 It is the mean squared distance of the training points to the final centroid of the
 streaming center each was assigned to — an upper bound of the distance to the nearest final
-centroid. ``test msd``/``ssd`` are exact (nearest centroid, one pass over ``test``).
+centroid. ``train ssd`` is that msd times the records of one pass (over all hosts).
+``test msd``/``ssd`` are exact (nearest centroid, one pass over ``test``).
 
 Multi-host: every host streams its own share from the same initial centers (chosen by the
 host whose first minibatches hold the most rows, broadcast to all); every
 :data:`SYNC_EVERY` minibatches (and at the end of each epoch) the hosts add up the mass each
-gained since the last merge (one all-reduce), which gives exactly the single-stream mass
-without decay. The merged masses are then identical on every host, and so is the reduction
+gained since the last merge (one all-reduce): the mass one stream would hold had it made the
+same assignments (exactly so without decay; with decay each host's share decays by its own
+point count, and the shared part by the total). The merged masses are then identical on every host, and so is the reduction
 (its random stream is derived from the seed alone): every host runs it rather than waiting
 in a collective, bounded by PIPEALGOS_COLLECTIVE_TIMEOUT, while algo-1 alone does; algo-1
 logs it, reports the metrics and writes the model.
@@ -113,6 +116,17 @@ def nearest(d2: torch.Tensor) -> torch.Tensor:
     if d2.device.type == "cpu":
         return torch.from_numpy(d2.numpy().argmin(axis=1))
     return d2.argmin(dim=1)
+
+
+def segment_sum(index: torch.Tensor, values: torch.Tensor, segments: int) -> torch.Tensor:
+    """Σ of ``values`` rows (or elements) per ``index`` value: shape (segments, ...).
+
+    CPU: ``index_add_``. CUDA: a one-hot matrix product instead, because ``index_add_`` there
+    adds with atomics in an arbitrary order, and the model must not vary between runs."""
+    if values.device.type == "cpu":
+        return torch.zeros((segments, *values.shape[1:]), dtype=values.dtype).index_add_(0, index, values)
+    one_hot = torch.nn.functional.one_hot(index, segments).to(values.dtype)
+    return (one_hot.T @ values.reshape(len(index), -1)).reshape(segments, *values.shape[1:])
 
 
 def _draw(weights: np.ndarray, rng: np.random.Generator, exclude: np.ndarray, size: int) -> np.ndarray:
@@ -227,8 +241,8 @@ class StreamingCenters:
             for tensor in (self.count, self.sums, self.sq):
                 tensor.mul_(decay)
         self.count += torch.bincount(assign, minlength=K).double()
-        self.sums += torch.zeros_like(self._centers32).index_add_(0, assign, x).double()
-        self.sq.index_add_(0, assign, (x * x).sum(1).double())
+        self.sums += segment_sum(assign, x, K).double()
+        self.sq += segment_sum(assign, (x * x).sum(1).double(), K)
         self.points += x.shape[0]
         self._refresh()
 
@@ -287,8 +301,8 @@ def lloyd(points: torch.Tensor, weights: torch.Tensor, k: int, params: KMeansPar
             if previous is not None and abs(previous - loss) <= params.local_lloyd_tol * previous:
                 break
             previous = loss
-            mass = torch.zeros(k, dtype=points.dtype, device=points.device).index_add_(0, assign, weights)
-            sums = torch.zeros_like(centroids).index_add_(0, assign, points * weights[:, None])
+            mass = segment_sum(assign, weights, k)
+            sums = segment_sum(assign, points * weights[:, None], k)
             centroids = torch.where((mass > 0)[:, None], sums / mass.clamp(min=1e-300)[:, None], centroids)
         loss = float((weights * squared_distances(points, centroids).min(1).values).sum())
         if log is not None:
