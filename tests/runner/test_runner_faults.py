@@ -1,6 +1,7 @@
 """Faults (issue 3 section 5): every one ends in a clear status and reason, never a hang or a
 silently short epoch."""
 
+import os
 import signal
 import threading
 import time
@@ -123,3 +124,24 @@ def test_max_runtime_exceeded_stops_the_job(own_seaweed, monkeypatch, tmp_path):
     assert took < 8 + 5 + 15
     assert result.summary["ExitCodes"]["algo-1"] in (143, -signal.SIGTERM, -signal.SIGKILL)
     assert (tmp_path / "out" / "slow" / "output" / "model.tar.gz").exists()  # artifacts present are uploaded
+
+
+def test_a_host_ignoring_sigterm_is_killed_after_the_grace(tmp_path):
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "part-0.pbr").write_bytes(dense_bytes(RNG.normal(size=(50, 6))))
+    request = pca_request("frozen", str(data), str(tmp_path / "out"), mode="Pipe", max_runtime=3)
+    run = JobRun(parse_job(request), options(stop_grace=2))
+    started = time.monotonic()
+    outcome = {}
+    thread = threading.Thread(target=lambda: outcome.setdefault("result", run.run()))
+    thread.start()
+    deadline = time.monotonic() + 30
+    while "algo-1" not in run.hosts:
+        assert time.monotonic() < deadline
+        time.sleep(0.005)
+    os.kill(run.hosts["algo-1"].proc.pid, signal.SIGSTOP)  # a stopped process leaves SIGTERM pending
+    thread.join(30)
+    result = outcome["result"]
+    assert result.status == "Stopped" and result.summary["ExitCodes"] == {"algo-1": -signal.SIGKILL}
+    assert run.hosts["algo-1"].exited_at - started < 3 + 2 + 5

@@ -5,7 +5,6 @@ import io
 import tarfile
 
 import numpy as np
-import pytest
 
 from jobkit import dense_bytes, pca_request, reference_pca, upload_parts
 from pipealgos.io import record_pb2

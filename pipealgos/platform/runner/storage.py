@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -235,8 +236,6 @@ def read_range_with_retry(store: ObjectStore, uri: str, start: int, end: int, re
     """``store.read_range`` retried with exponential backoff; a permanent error is not retried.
 
     Raises StorageError naming the object, the byte range and the attempt count."""
-    import time
-
     for attempt in range(retry.attempts):
         try:
             return store.read_range(uri, start, end)
