@@ -13,6 +13,9 @@ import pytest
 from image_helpers import Containers, image_python
 
 IMAGE = os.environ.get("PIPEALGOS_IMAGE", "")
+if IMAGE:  # podman needs runc and explicit ulimits on these machines (see ci/image/containers.conf)
+    os.environ.setdefault("CONTAINERS_CONF", os.path.join(os.path.dirname(__file__), "..", "..", "ci", "image",
+                                                          "containers.conf"))
 
 
 def pytest_collection_modifyitems(config, items):
