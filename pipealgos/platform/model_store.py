@@ -27,6 +27,7 @@ import pipealgos
 MANIFEST = "manifest.json"
 FORMAT = "pipealgos-model"
 FORMAT_VERSION = 1
+ARRAYS_FILE = "model_algo-1.npz"
 
 
 class ModelFormatError(ValueError):
@@ -41,10 +42,12 @@ class StoredModel:
     manifest: dict[str, Any]
 
 
-def save_model(model_dir: Path, algorithm: str, hyperparameters: dict[str, Any], arrays: dict[str, np.ndarray],
-               host: str = "algo-1") -> Path:
+def save_model(model_dir: Path, algorithm: str, hyperparameters: dict[str, Any], arrays: dict[str, np.ndarray]) -> Path:
+    """Write the model; only the leader host calls this. The arrays file is always
+    ``model_algo-1.npz``, as the built-ins' ``model_algo-1``, whatever the leader's host name
+    (SDK local mode names hosts ``algo-1-<random>``)."""
     model_dir.mkdir(parents=True, exist_ok=True)
-    arrays_name = f"model_{host}.npz"
+    arrays_name = ARRAYS_FILE
     manifest = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,

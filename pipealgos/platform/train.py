@@ -82,7 +82,7 @@ def run_training(ml: MLRoot, algorithm: str | None = None) -> int:
                               device=device)
         model = spec.train(spec.params_type.from_dict(values), ctx)
         if topo.is_leader:
-            save_model(ml.model_dir, spec.name, values, model.to_arrays(), host=topo.host)
+            save_model(ml.model_dir, spec.name, values, model.to_arrays())
         report.info(f"training finished in {time.time() - started:.1f} s")
         shutdown_distributed()
         return 0
