@@ -131,7 +131,7 @@ def main() -> int:
         f"`python benchmarks/kmeans.py` — {ROWS:,} x {FEATURES} float32 (mixture of 50 Gaussians), "
         f"mini_batch_size {BATCH:,}, 1 epoch, default hyperparameters; ours reads {FILES} RecordIO-protobuf "
         f"files through the real File-mode reader on {device}, sklearn gets the in-memory array; "
-        f"{os.cpu_count()} cores, "
+        f"{os.cpu_count()} cores, {torch.get_num_threads()} torch/OpenMP thread(s), "
         f"torch {torch.__version__}, load average {load:.1f} when it finished.",
         "",
         "| k | run | points/s | seconds | msd |",
