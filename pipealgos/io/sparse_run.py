@@ -48,7 +48,7 @@ class SparseRun:
     count: int
     nbytes: int
     data: np.ndarray  # float32 values of all rows
-    indices: np.ndarray  # int64 column of each value
+    indices: np.ndarray  # int32 column of each value
     indptr: np.ndarray  # int64 (count + 1,)
     labels: np.ndarray | None  # float32 (count,)
     feature_dim: int
@@ -82,15 +82,18 @@ def _varint(data: np.ndarray, at: np.ndarray) -> tuple[np.ndarray, np.ndarray, n
     Reads are clipped into ``data``; ``valid`` is False where the varint is longer.
     """
     last = len(data) - 1
-    b = [data[np.minimum(at + i, last)].astype(np.int64) for i in range(4)]
-    value = b[0] & 0x7F
-    more = b[0] >= 0x80
-    length = np.ones(len(at), dtype=np.int64)
+    byte = data[np.minimum(at, last)].astype(np.int64)
+    value = byte & 0x7F
+    more = byte >= 0x80
+    end = at + 1
     for i in range(1, 4):
-        value = np.where(more, value | ((b[i] & 0x7F) << (7 * i)), value)
-        length += more
-        more = more & (b[i] >= 0x80)
-    return value, at + length, ~more
+        if not more.any():  # the usual case after one or two bytes
+            break
+        byte = data[np.minimum(at + i, last)].astype(np.int64)
+        value = np.where(more, value | ((byte & 0x7F) << (7 * i)), value)
+        end += more
+        more = more & (byte >= 0x80)
+    return value, end, ~more
 
 
 def _byte_at(data: np.ndarray, at: np.ndarray) -> np.ndarray:
@@ -122,37 +125,40 @@ def _gather_values(data: np.ndarray, starts: np.ndarray, counts: np.ndarray, dty
     return raw.view(dtype).astype(np.float32, copy=False)
 
 
-# Byte masks keeping a little-endian word's first 1..8 bytes.
-_KEEP = np.array([(1 << (8 * i)) - 1 for i in range(1, 9)], dtype=np.uint64)
+# Masks keeping a little-endian word's first 1..4 bytes, by varint length - 1.
+_KEEP = np.array([(1 << (8 * i)) - 1 for i in range(1, 5)], dtype=np.uint32)
 
 
 def _decode_keys(key_bytes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """All varints of a flat byte array -> (uint64 values, index of each one's last byte).
+    """All varints of a flat byte array -> (unsigned values, 1 + index of each one's last byte).
 
-    Reads each varint as one little-endian word (unaligned view), keeps its bytes, then
-    moves the 7-bit groups together: group i sits at bit 8i and belongs at bit 7i.
+    Reads each varint as one little-endian 4-byte word, keeps its bytes, then moves the
+    7-bit groups together: group i sits at bit 8i and belongs at bit 7i. Keys of valid
+    records are below their dim, itself a varint of at most 4 bytes, so longer keys are left
+    to the general path. A zero byte put in front acts as the terminator of a "previous"
+    varint, so every start is the position after the previous terminator (which is why
+    positions come back shifted by 1).
     """
-    ends = np.flatnonzero(key_bytes < 0x80)
+    padded = np.concatenate([np.zeros(1, np.uint8), key_bytes, np.zeros(4, np.uint8)])
+    ends = np.flatnonzero(padded[: len(key_bytes) + 1] < 0x80)
+    starts = ends[:-1] + 1
+    ends = ends[1:]
     if not len(ends):
-        return np.empty(0, np.uint64), ends
-    starts = np.empty_like(ends)
-    starts[0] = 0
-    starts[1:] = ends[:-1] + 1
+        return np.empty(0, np.uint8), ends
     lengths = ends - starts
     widest = int(lengths.max()) + 1
     if widest == 1:
-        return key_bytes[ends].astype(np.uint64), ends
-    if widest > 8:  # keys of 2**56 and more: the general path decodes (and rejects) them
+        return key_bytes[ends - 1], ends
+    if widest > 4:
         raise _Deviates
-    width = 4 if widest <= 4 else 8
-    padded = np.concatenate([key_bytes, np.zeros(width, np.uint8)])
-    wtype = np.dtype(f"<u{width}")
-    words = np.ndarray(shape=(len(key_bytes),), dtype=wtype, buffer=padded, strides=(1,))[starts]
-    words &= _KEEP[lengths].astype(wtype)
-    keys = words & wtype.type(0x7F)
+    # Gathering 4-byte void items at byte offsets ran ~2x faster here than uint32 ones.
+    unaligned = np.ndarray(shape=(len(padded) - 3,), dtype="V4", buffer=padded, strides=(1,))
+    words = np.take(unaligned, starts).view("<u4")
+    words &= np.take(_KEEP, lengths)
+    keys = words & np.uint32(0x7F)
     for i in range(1, widest):
-        keys |= (words >> wtype.type(i)) & wtype.type(0x7F << (7 * i))
-    return keys.astype(np.uint64), ends
+        keys |= (words >> np.uint32(i)) & np.uint32(0x7F << (7 * i))
+    return keys, ends
 
 
 class _Deviates(Exception):
@@ -255,13 +261,14 @@ def _assemble(data, n, starts, pe, vstart, nnz, kstart, klen, dim, label_values,
     key_bytes = _gather_bytes(data, kstart, klen)
     keys, key_ends = _decode_keys(key_bytes)
     byte_end = np.cumsum(klen)
-    per_record = np.diff(np.searchsorted(key_ends, byte_end, side="left"), prepend=0)
+    per_record = np.diff(np.searchsorted(key_ends, byte_end, side="right"), prepend=0)
     # A record's key bytes must end with a complete varint and hold one key per value.
     ends_whole = (klen == 0) | (key_bytes[np.maximum(byte_end - 1, 0)] < 0x80) if len(key_bytes) else klen == 0
     bad = (per_record != nnz) | ~ends_whole
     if bad.any():
         raise _Deviates(int(np.argmax(bad)))
-    out_of_range = keys >= np.uint64(dim)
+    # (A dim beyond the key type's range, e.g. 1-byte keys and dim 1000, leaves nothing to check.)
+    out_of_range = keys >= dim if dim <= np.iinfo(keys.dtype).max else np.zeros(0, dtype=bool)
     if out_of_range.any():
         key_record = np.searchsorted(np.cumsum(nnz), int(np.argmax(out_of_range)), side="right")
         raise _Deviates(int(key_record))
@@ -272,7 +279,7 @@ def _assemble(data, n, starts, pe, vstart, nnz, kstart, klen, dim, label_values,
         count=n,
         nbytes=int(pe[n - 1] - starts[0] + 3) // 4 * 4,
         data=values,
-        indices=keys.astype(np.int64),
+        indices=keys.astype(np.int32),  # keys < dim < 2**28 (dim is a varint of at most 4 bytes)
         indptr=indptr,
         labels=None if label_values is None else label_values[:n],
         feature_dim=dim,

@@ -1,0 +1,345 @@
+"""RecordIO-protobuf decode throughput against the memory floor and the SDK v2 path, in one run.
+
+Data sets (written with our SDK-identical writer, unlabelled float32):
+dense 50-dim, dense 784-dim, and sparse 100,000-dim with ~50 non-zeros per row.
+
+For each, throughput (MB/s = 1e6 bytes/s, and records/s; median of several runs) of
+``decode_stream`` + ``RecordDecoder`` reading
+
+* **memory**: an in-memory buffer (``io.BytesIO``), beside a plain numpy copy of the same
+  bytes (the memory floor) and the SDK v2 path: ``read_recordio`` + ``Record.ParseFromString``
+  + filling a numpy array (dense) or CSR arrays (sparse), on a slice of the same records;
+* **file**: a file in the page cache, beside a raw read of the same file into an aligned
+  buffer (what ``cat`` does);
+* **fifo**: a FIFO with a 1 MiB pipe buffer fed by another process, beside a raw read of the
+  same FIFO fed the same way.
+
+Goals (issue 2, section 7): dense 50-dim from memory >= 2 GB/s and >= 75x the SDK path, from a
+cached file >= 1.5 GB/s, from a FIFO >= 40% of the raw FIFO read; sparse >= 10x the SDK path.
+Exits non-zero when the protobuf backend is not upb or a fast path was not taken (so a silent
+fall-back to the general path cannot pass as a slow machine). Results go to the ``io_decode``
+section of ``benchmarks/RESULTS.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import scipy.sparse as sp
+from google.protobuf.internal import api_implementation
+
+from pipealgos.io.channel import open_fifo
+from pipealgos.io.protobuf import RecordDecoder
+from pipealgos.io.stream import aligned_buffer, decode_stream, read_full
+from pipealgos.io.writer import write_dense, write_sparse
+
+HERE = Path(__file__).resolve().parent
+RESULTS = HERE / "RESULTS.md"
+BEGIN, END = "<!-- io_decode:begin -->", "<!-- io_decode:end -->"
+
+# Feeds a FIFO from another process, in 1 MiB writes, as the platform would.
+FEEDER = """
+import os, sys
+src = os.open(sys.argv[1], os.O_RDONLY)
+dst = os.open(sys.argv[2], os.O_WRONLY)
+while True:
+    chunk = os.read(src, 1 << 20)
+    if not chunk:
+        break
+    view = memoryview(chunk)
+    while view:
+        view = view[os.write(dst, view):]
+"""
+
+
+@dataclass
+class DataSet:
+    name: str
+    data: bytes
+    records: int
+    sdk_records: int  # the SDK path decodes this many leading records (it is slow)
+    sdk_bytes: int
+    sparse: bool
+
+
+def dense_set(name: str, records: int, dim: int, sdk_records: int) -> DataSet:
+    rng = np.random.default_rng(0)
+    out = io.BytesIO()
+    write_dense(out, rng.standard_normal((records, dim), dtype=np.float32))
+    data = out.getvalue()
+    return DataSet(name, data, records, sdk_records, len(data) * sdk_records // records, False)
+
+
+def sparse_set(records: int, dim: int, nnz: int, sdk_records: int) -> DataSet:
+    rng = np.random.default_rng(0)
+    counts = rng.integers(nnz // 2, nnz * 3 // 2 + 1, records)
+    indptr = np.concatenate([[0], np.cumsum(counts)])
+    # Sorted distinct columns per row (cumulative positive steps), without a per-row loop.
+    steps = rng.integers(1, dim // (nnz * 3 // 2 + 1), indptr[-1])
+    before_row = np.concatenate([[0], np.cumsum(steps)])[indptr[:-1]]
+    indices = np.cumsum(steps) - np.repeat(before_row, counts)
+    matrix = sp.csr_matrix((rng.standard_normal(indptr[-1], dtype=np.float32), indices, indptr), shape=(records, dim))
+    out = io.BytesIO()
+    write_sparse(out, matrix)
+    data = out.getvalue()
+    sdk_bytes = _frames_size(data, sdk_records)
+    return DataSet(f"sparse {dim:,}-dim, ~{nnz} nnz", data, records, sdk_records, sdk_bytes, True)
+
+
+def _frames_size(data: bytes, count: int) -> int:
+    offset = 0
+    for _ in range(count):
+        length = int.from_bytes(data[offset + 4 : offset + 8], "little") & ((1 << 29) - 1)
+        offset += 8 + (length + 3) // 4 * 4
+    return offset
+
+
+def median_time(fn: Callable, runs: int, open_stream: Callable | None = None) -> float:
+    """Median seconds of ``fn()``, or of ``fn(stream)`` with a stream opened (untimed) per run."""
+    times = []
+    for _ in range(runs):
+        args = () if open_stream is None else (open_stream(),)
+        start = time.perf_counter()
+        fn(*args)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+class FastPathNotTaken(RuntimeError):
+    pass
+
+
+def ours(ds: DataSet) -> Callable:
+    """Decode a stream; check every record came out and the fast path took (nearly) all of them."""
+
+    def run(stream) -> None:
+        decoder = RecordDecoder("bench")
+        try:
+            rows = sum(block.size for block in decode_stream(stream, decoder))
+        finally:
+            stream.close()
+        fast = decoder.fast_sparse_records if ds.sparse else decoder.fast_records
+        if rows != ds.records:
+            raise RuntimeError(f"{ds.name}: decoded {rows} records of {ds.records}")
+        if fast < 0.99 * ds.records:
+            raise FastPathNotTaken(f"{ds.name}: only {fast} of {rows} records took the fast path")
+
+    return run
+
+
+def sdk_path(ds: DataSet) -> Callable[[], None]:
+    from sagemaker.amazon.common import read_recordio
+    from sagemaker.amazon.record_pb2 import Record
+
+    data = ds.data[: ds.sdk_bytes]
+
+    def run() -> None:
+        if ds.sparse:
+            values, keys, indptr = [], [], [0]
+            for payload in read_recordio(io.BytesIO(data)):
+                record = Record()
+                record.ParseFromString(payload)
+                tensor = record.features["values"].float32_tensor
+                values.extend(tensor.values)
+                keys.extend(tensor.keys)
+                indptr.append(len(keys))
+            sp.csr_matrix((np.asarray(values, np.float32), np.asarray(keys, np.int64), np.asarray(indptr)))
+        else:
+            rows = []
+            for payload in read_recordio(io.BytesIO(data)):
+                record = Record()
+                record.ParseFromString(payload)
+                rows.append(np.asarray(record.features["values"].float32_tensor.values, dtype=np.float32))
+            np.vstack(rows)
+
+    return run
+
+
+def raw_read() -> Callable:
+    """Read a stream to its end into an aligned buffer, as ``decode_stream`` does, and nothing else."""
+    buf = aligned_buffer(2 << 20)
+
+    def run(stream) -> None:
+        try:
+            while read_full(stream, memoryview(buf)) == len(buf):
+                pass
+        finally:
+            stream.close()
+
+    return run
+
+
+class FifoSource:
+    """A fresh FIFO per run, fed from ``path`` by a separate process.
+
+    Calling it starts the feeder and returns the FIFO once its first byte arrived, so the
+    feeder's start-up is not timed."""
+
+    def __init__(self, folder: Path, path: Path) -> None:
+        self.folder, self.path, self.count = folder, path, 0
+        self.feeder: subprocess.Popen | None = None
+
+    def __call__(self):
+        fifo = self.folder / f"{self.path.stem}.fifo{self.count}"
+        self.count += 1
+        os.mkfifo(fifo)
+        self.feeder = subprocess.Popen([sys.executable, "-c", FEEDER, str(self.path), str(fifo)])
+        return _Closing(open_fifo(fifo, 30, "bench"), self)
+
+    def reap(self) -> None:
+        if self.feeder is not None and self.feeder.wait(60) != 0:
+            raise RuntimeError("FIFO feeder failed")
+
+
+class _Closing:
+    """A stream that waits for its feeder process when closed."""
+
+    def __init__(self, stream, source: FifoSource) -> None:
+        self.stream, self.source = stream, source
+
+    def readinto(self, view) -> int:
+        return self.stream.readinto(view)
+
+    def close(self) -> None:
+        self.stream.close()
+        self.source.reap()
+
+
+def measure(ds: DataSet, folder: Path, runs: int) -> dict[str, float]:
+    """Seconds per pass for every (source, reader) pair."""
+    path = folder / f"{ds.name.split()[0]}-{len(ds.data)}.pbr"
+    path.write_bytes(ds.data)
+    path.read_bytes()  # in the page cache from here on
+    src = np.frombuffer(ds.data, dtype=np.uint8)
+    dst = aligned_buffer(len(ds.data))
+    fifo = FifoSource(folder, path)
+    file = lambda: open(path, "rb", buffering=0)  # noqa: E731
+    return {
+        "memory": median_time(ours(ds), runs, lambda: io.BytesIO(ds.data)),
+        "numpy copy": median_time(lambda: np.copyto(dst, src), runs),
+        "SDK v2": median_time(sdk_path(ds), max(1, runs // 2)),
+        "file": median_time(ours(ds), runs, file),
+        "raw file read": median_time(raw_read(), runs, file),
+        "fifo": median_time(ours(ds), runs, fifo),
+        "raw fifo read": median_time(raw_read(), runs, fifo),
+    }
+
+
+def machine() -> str:
+    cpu = "unknown CPU"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    import google.protobuf
+
+    return (f"{cpu}, {os.cpu_count()} cores; Python {platform.python_version()}, numpy {np.__version__}, "
+            f"protobuf {google.protobuf.__version__} ({api_implementation.Type()} backend)")
+
+
+def report(results: list[tuple[DataSet, dict[str, float]]], quick: bool) -> tuple[str, bool]:
+    lines = [
+        "## RecordIO-protobuf decoding (`benchmarks/io_decode.py`)",
+        "",
+        f"`python benchmarks/io_decode.py{' --quick' if quick else ''}` — {machine()}; "
+        f"load average {os.getloadavg()[0]:.1f} when it finished (the machine is shared: ratios "
+        "measured in the same run are the figures to compare). MB = 10^6 bytes; median of several runs. "
+        "SDK v2 = `read_recordio` + `Record.ParseFromString` + filling numpy/CSR arrays, on the "
+        "leading records of the same data.",
+        "",
+        "| data | records | MB | source | ours MB/s | ours records/s | baseline | baseline MB/s | ours / baseline |",
+        "|---|---:|---:|---|---:|---:|---|---:|---:|",
+    ]
+    verdicts, ok = [], True
+    for ds, t in results:
+        mb = len(ds.data) / 1e6
+        rate = {k: mb / v for k, v in t.items()}
+        rate["SDK v2"] = ds.sdk_bytes / 1e6 / t["SDK v2"]
+        for source, baselines in (("memory", ("numpy copy", "SDK v2")), ("file", ("raw file read",)),
+                                  ("fifo", ("raw fifo read",))):
+            for baseline in baselines:
+                lines.append(
+                    f"| {ds.name} | {ds.records:,} | {mb:.0f} | {source} | {rate[source]:,.0f} | "
+                    f"{ds.records / t[source]:,.0f} | {baseline} | {rate[baseline]:,.0f} | "
+                    f"{rate[source] / rate[baseline]:.2f} |"
+                )
+        if ds.name.startswith("dense 50"):
+            checks = [
+                ("from memory", rate["memory"], 2000, "MB/s"),
+                ("from memory / SDK v2", rate["memory"] / rate["SDK v2"], 75, "x"),
+                ("from a cached file", rate["file"], 1500, "MB/s"),
+                ("from a FIFO / raw FIFO read", rate["fifo"] / rate["raw fifo read"], 0.4, "x"),
+            ]
+        elif ds.sparse:
+            checks = [("from memory / SDK v2", rate["memory"] / rate["SDK v2"], 10, "x")]
+        else:
+            checks = []
+        for what, value, goal, unit in checks:
+            met = value >= goal
+            ok &= met
+            verdicts.append(f"- {ds.name} {what}: **{value:,.2f} {unit}** (goal >= {goal:g} {unit}: "
+                            f"{'met' if met else 'MISSED'})")
+    return "\n".join(lines + [""] + verdicts), ok
+
+
+def record(section: str) -> None:
+    text = RESULTS.read_text() if RESULTS.exists() else "# Benchmark results\n"
+    block = f"{BEGIN}\n{section.rstrip()}\n{END}"
+    if BEGIN in text and END in text:
+        text = text[: text.index(BEGIN)] + block + text[text.index(END) + len(END) :]
+    else:
+        text = text.rstrip() + "\n\n" + block + "\n"
+    RESULTS.write_text(text)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="small data sets and fewer runs (a smoke test)")
+    parser.add_argument("--no-record", action="store_true", help="print only; leave RESULTS.md alone")
+    args = parser.parse_args(argv)
+    backend = api_implementation.Type()
+    print(f"protobuf backend: {backend}")
+    if backend != "upb":
+        print("the protobuf backend must be upb (the pure-Python one is ~50x slower)", file=sys.stderr)
+        return 1
+    scale, runs = (10, 3) if args.quick else (1, 5)
+    sets = [
+        dense_set("dense 50-dim", 400_000 // scale, 50, 20_000 // scale),
+        dense_set("dense 784-dim", 30_000 // scale, 784, 2_000 // scale),
+        sparse_set(60_000 // scale, 100_000, 50, 6_000 // scale),
+    ]
+    results = []
+    with tempfile.TemporaryDirectory(prefix="bench-io-") as tmp:
+        for ds in sets:
+            print(f"{ds.name}: {ds.records:,} records, {len(ds.data) / 1e6:.0f} MB ...", flush=True)
+            try:
+                results.append((ds, measure(ds, Path(tmp), runs)))
+            except FastPathNotTaken as exc:
+                print(f"FAST PATH NOT TAKEN: {exc}", file=sys.stderr)
+                return 1
+    section, met = report(results, args.quick)
+    print(section)
+    if not args.no_record:
+        record(section)
+    if not met:
+        print("some goals were missed (see above)", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
