@@ -80,8 +80,8 @@ def create_app(model_dir: Path) -> Flask:
 
 def _invoke(served: ServedModel, body: bytes, content_type: str | None, accept: str) -> bytes:
     features = formats.decode_request(body, content_type, served.feature_dim)
-    outputs = served.predict(features)
-    return formats.encode_response(outputs, served.outputs, served.response_key, accept)
+    outputs, keys = served.predict(features)
+    return formats.encode_response(outputs, keys, served.response_key, accept)
 
 
 def _read_body(max_bytes: int, max_payload_mb: float) -> bytes:

@@ -41,24 +41,25 @@ class ServedModel:
     feature_dim: int | None
 
     @property
-    def outputs(self) -> tuple[str, ...]:
-        return self.spec.outputs
-
-    @property
     def response_key(self) -> str:
         return self.spec.response_key
 
-    def predict(self, features: Features) -> dict[str, np.ndarray]:
-        """One model call for all rows; checks the model kept its output contract."""
+    def predict(self, features: Features) -> tuple[dict[str, np.ndarray], tuple[str, ...]]:
+        """One model call for all rows. Returns the outputs and their keys in the registry's
+        order; a declared output may be absent (a linear-learner regressor has no
+        ``predicted_label``), an undeclared one is a bug."""
         result = self.model.predict(features)
         n = features.shape[0]
-        for key in self.outputs:
-            if key not in result:
-                raise RuntimeError(f"{self.spec.name} model.predict returned {sorted(result)}, missing output '{key}'")
+        keys = tuple(key for key in self.spec.outputs if key in result)
+        extra = sorted(set(result) - set(self.spec.outputs))
+        if not keys or extra:
+            raise RuntimeError(f"{self.spec.name} model.predict returned {sorted(result)}, "
+                               f"expected some of {list(self.spec.outputs)}")
+        for key in keys:
             array = np.asarray(result[key])
             if array.ndim not in (1, 2) or array.shape[0] != n:
                 raise RuntimeError(f"{self.spec.name} output '{key}' has shape {array.shape}, expected ({n},) or ({n}, k)")
-        return result
+        return result, keys
 
 
 def load_served_model(model_dir: Path) -> ServedModel:

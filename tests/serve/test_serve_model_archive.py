@@ -34,8 +34,8 @@ def test_loads_the_algorithm_named_in_the_manifest(trained_pca):
     served = load_served_model(trained_pca.model_dir)
     assert served.spec.name == "pca"
     assert served.feature_dim == 6
-    assert served.outputs == ("projection",) and served.response_key == "projections"
-    np.testing.assert_array_equal(served.predict(trained_pca.rows)["projection"], trained_pca.predict(trained_pca.rows))
+    assert served.spec.outputs == ("projection",) and served.response_key == "projections"
+    np.testing.assert_array_equal(served.predict(trained_pca.rows)[0]["projection"], trained_pca.predict(trained_pca.rows))
 
 
 @pytest.mark.parametrize("prefix", ["", "./", "model/"])
@@ -44,7 +44,7 @@ def test_model_tar_gz_is_extracted_and_loaded(trained_pca, tmp_path, prefix):
     folder.mkdir()
     _model_archive(trained_pca.model_dir, folder / "model.tar.gz", prefix)
     served = load_served_model(folder)
-    np.testing.assert_array_equal(served.predict(trained_pca.rows)["projection"], trained_pca.predict(trained_pca.rows))
+    np.testing.assert_array_equal(served.predict(trained_pca.rows)[0]["projection"], trained_pca.predict(trained_pca.rows))
     assert sorted(p.name for p in folder.iterdir()) == ["model.tar.gz"]  # extracted elsewhere, folder untouched
 
 

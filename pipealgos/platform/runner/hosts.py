@@ -46,6 +46,9 @@ def host_environment(job: Job, master_port: int) -> dict[str, str]:
         "PYTHONUNBUFFERED": "1",
     })
     env.pop("PIPEALGOS_ML_ROOT", None)
+    # All hosts share this machine's cores: without a cap each would start a thread per core
+    # and they would slow one another down many times over (seen 10x with k-means on 2 cores).
+    env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // job.instance_count)))
     return env
 
 
