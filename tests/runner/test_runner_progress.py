@@ -13,7 +13,7 @@ def test_terminal_display_redraws_one_status_line_under_the_log():
     display.host_line("algo-1", "hello")
     display.close()
     text = out.getvalue()
-    assert "train (Pipe): 5.0 MB, 2.5 MB/s, 2/4 objects" in text
+    assert "train (Pipe): 5.0 MB, 2.5 MB/s, 2 objects delivered (4 per pass over all hosts)" in text
     assert "\r\x1b[2K[algo-1] hello\n" in text and text.endswith("\n")
 
 
@@ -26,7 +26,7 @@ def test_plain_display_prints_status_lines_at_its_interval():
     display.update([channel], force=True)
     lines = out.getvalue().splitlines()
     assert lines[0] == "[algo-2] line"
-    assert lines[1].startswith("[runner] ") and lines[1].endswith("train (File): 1.0 MB, 2.0 MB/s, 1/1 objects")
+    assert lines[1].startswith("[runner] ") and lines[1].endswith("train (File): 1.0 MB, 2.0 MB/s, 1 objects delivered (1 per pass over all hosts)")
     assert "\x1b" not in out.getvalue()
 
 

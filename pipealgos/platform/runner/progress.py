@@ -38,7 +38,7 @@ class ChannelProgress:
 
     def describe(self) -> str:
         return (f"{self.name} ({self.mode}): {self.bytes / MB:,.1f} MB, {self.throughput_mb_s:,.1f} MB/s, "
-                f"{self.objects}/{self.planned_objects} objects")
+                f"{self.objects} objects delivered ({self.planned_objects} per pass over all hosts)")
 
 
 class Display:
