@@ -13,8 +13,8 @@ same shape of bytes, with only lengths and values varying::
 
 :func:`decode_sparse_run` parses that sequence for all frames of a buffer at once: numpy
 arrays hold one position per record and advance field by field; the packed values and keys
-of all records are gathered with the repeat/arange trick and the keys' varints decoded for
-all records together. Every record is checked (tags, nested lengths adding up exactly,
+of all records are cut out with one mask each (built by ``np.repeat`` over gap/segment
+lengths) and the keys' varints decoded for all records together. Every record is checked (tags, nested lengths adding up exactly,
 shape, key count, keys < dim, label layout); the run ends before the first record that
 deviates, which the caller then hands to the general (upb) path. Within a run the results
 are identical to the general path's.
