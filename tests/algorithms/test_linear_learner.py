@@ -235,3 +235,24 @@ def test_predict_outputs_per_predictor_type():
     restored = LinearLearnerModel.from_arrays(model.to_arrays(), {"predictor_type": "binary_classifier",
                                                                   "loss": "auto"})
     assert restored.threshold == 1.0 and restored.loss == "logistic"
+
+
+def test_mixed_optimizers_in_one_tensor_match_torch_optim():
+    gen = torch.Generator().manual_seed(2)
+    theta = torch.randn(4, 3, 1, generator=gen, dtype=torch.float64)
+    separate = [theta[:, m].clone().requires_grad_(True) for m in range(3)]
+    optims = [torch.optim.Adam([separate[0]], lr=0.05, eps=1e-8),
+              torch.optim.SGD([separate[1]], lr=0.1, momentum=0.9),
+              torch.optim.RMSprop([separate[2]], lr=0.01, alpha=0.95, eps=1e-8)]
+    batched = BatchedOptimizer(theta, ("adam", "sgd", "rmsprop"), np.array([0.05, 0.1, 0.01]), np.zeros(3),
+                               np.zeros(3), _settings())
+    for _ in range(4):
+        grad = torch.randn(4, 3, 1, generator=gen, dtype=torch.float64)
+        batched.step(theta, grad)
+        for m, opt in enumerate(optims):
+            separate[m].grad = grad[:, m].clone()
+            opt.step()
+    for m in range(3):
+        torch.testing.assert_close(theta[:, m], separate[m].detach())
+    with pytest.raises(ValueError, match="not contiguous"):
+        BatchedOptimizer(theta, ("adam", "sgd", "adam"), np.ones(3), np.zeros(3), np.zeros(3), _settings())

@@ -87,7 +87,7 @@ def test_multiclass_and_regression_metric_names(tmp_path):
 
 def test_early_stopping_stops_when_validation_stops_improving(tmp_path):
     x, y = _binary()
-    hp = {**HP, "epochs": 40, "early_stopping_patience": 2,
+    hp = {**HP, "epochs": 40, "early_stopping_patience": 2, "early_stopping_tolerance": 0.01,
           "binary_classifier_model_selection_criteria": "loss_function"}
     job = run_job(tmp_path, hp, _channels(x, y))
     assert job.status == 0, job.failure
@@ -121,7 +121,8 @@ def test_regression_losses_fit_their_targets(tmp_path, loss, extra):
     rng = np.random.default_rng(5)
     x = rng.normal(size=(3000, 4)).astype(np.float32)
     y = (x @ [3, -2, 1, 0.5] + 10 + rng.normal(size=3000) * 2).astype(np.float32)
-    hp = {**HP, "predictor_type": "regressor", "feature_dim": 4, "loss": loss, "epochs": 6, **extra}
+    hp = {**HP, "predictor_type": "regressor", "feature_dim": 4, "loss": loss, "epochs": 10,
+          "early_stopping_patience": 10, **extra}
     job = run_job(tmp_path, hp, {"train": (x[:2500], y[:2500]), "test": (x[2500:], y[2500:])})
     assert job.status == 0, job.failure
     # Noise is symmetric, so every loss's minimiser is the true line, except the 0.9 quantile

@@ -48,8 +48,9 @@ def make_loss(name: str, s: LossSettings) -> LossFn:
     """The loss function called ``name`` with its parameters bound."""
     if name == "logistic":
         def logistic(pred, y):
-            p, t = pred[..., 0], y[:, None]
-            return F.softplus(p) - t * p, (torch.sigmoid(p) - t)[..., None]
+            p, t = pred[..., 0], y[:, None].expand(-1, pred.shape[1])
+            return (F.binary_cross_entropy_with_logits(p, t, reduction="none"),
+                    torch.sigmoid(pred).sub_(t[..., None]))
         return logistic
     if name == "hinge_loss":
         def hinge(pred, y):

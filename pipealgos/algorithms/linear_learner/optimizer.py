@@ -16,13 +16,15 @@ times the schedule) and gradient g = ∇loss + wd_m·θ (``bias_wd_mult``·wd_m 
 then the proximal step of the l1 penalty: θ ← sign(θ)·max(|θ| − lr·l1_m, 0) on the weights
 (never the bias). The schedule multiplies every rate by ``lr_scheduler_factor`` once per
 ``lr_scheduler_step`` updates, but never below ``lr_scheduler_minimum_lr`` (nor below a rate
-that starts under it). Models of each optimizer are updated under a mask, so the whole step is
-a fixed handful of tensor operations whatever the mix.
+that starts under it). Each optimizer updates its own contiguous range of models in place.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+import itertools
+import math
 
 import numpy as np
 import torch
@@ -67,52 +69,68 @@ class BatchedOptimizer:
         self.l1 = per_model(l1)
         self.use_l1 = bool((self.l1 > 0).any())
         self.use_wd = bool((self.wd > 0).any())
-        names = sorted(set(optimizers))
-        # One optimizer for all models needs no masks.
-        self.masks = {name: None if len(names) == 1 else per_model([o == name for o in optimizers]) for name in names}
-        self.state = {name: [torch.zeros_like(theta) for _ in range(2 if name == "adam" else 1)]
-                      for name in self.masks}
-        self._rates_at: tuple[int, torch.Tensor] | None = None
+        self.groups = _contiguous_groups(optimizers)
+        self.state = {name: [torch.zeros_like(theta[:, part]) for _ in range(2 if name == "adam" else 1)]
+                      for name, part in self.groups.items()}
+        self._rates_at: tuple[int, tuple] | None = None
 
     def rates(self) -> torch.Tensor:
         """The current learning rate of each model, (1, M, 1)."""
-        if not self.s.use_scheduler:
-            return self.base_lr
-        period = self.t // self.s.scheduler_step
+        return self._schedule()[0]
+
+    def _schedule(self) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor], torch.Tensor | None]:
+        """(rates (1, M, 1), per-row rates (d + 1, M, 1), the latter per optimizer range, the l1
+        shrink of the weight rows), recomputed only when the schedule moves: a step is many tiny
+        tensor operations, so every one saved counts."""
+        period = self.t // self.s.scheduler_step if self.s.use_scheduler else 0
         if self._rates_at is None or self._rates_at[0] != period:
-            decayed = torch.maximum(self.base_lr * self.s.scheduler_factor**period, self.floor_lr)
-            self._rates_at = (period, decayed)
+            rates = torch.maximum(self.base_lr * self.s.scheduler_factor**period, self.floor_lr)
+            row_rates = rates * self.row_lr
+            shrink = row_rates[:-1] * self.l1 if self.use_l1 else None
+            parts = {name: row_rates[:, part] for name, part in self.groups.items()}
+            self._rates_at = (period, (rates, row_rates, parts, shrink))
         return self._rates_at[1]
 
     def step(self, theta: torch.Tensor, grad: torch.Tensor) -> None:
         """Update ``theta`` in place from the data gradient ``grad`` (same shape)."""
         self.t += 1
-        lr = self.rates() * self.row_lr
-        g = grad + self.wd * theta if self.use_wd else grad
-        update = None
-        for name, mask in self.masks.items():
-            direction = self._direction(name, g)
-            part = direction if mask is None else mask * direction
-            update = part if update is None else update + part
-        theta -= lr * update
-        if self.use_l1:
+        _, _, rates, shrink = self._schedule()
+        g = torch.addcmul(grad, self.wd, theta) if self.use_wd else grad
+        for name, part in self.groups.items():
+            theta[:, part] -= self._direction(name, g[:, part]).mul_(rates[name])
+        if shrink is not None:
+            # Soft threshold: sign(w)·max(|w| − s, 0) = w − clamp(w, −s, s).
             weights = theta[:-1]
-            shrink = lr[:-1] * self.l1
-            weights.copy_(weights.sign() * (weights.abs() - shrink).clamp_min(0))
+            weights -= torch.clamp(weights, -shrink, shrink)
 
     def _direction(self, name: str, g: torch.Tensor) -> torch.Tensor:
+        """The step direction (a fresh tensor, or a buffer the caller may not keep)."""
         s, state = self.s, self.state[name]
         if name == "sgd":
+            if s.momentum == 0:
+                return g.clone()
             velocity = state[0]
             velocity.mul_(s.momentum).add_(g)
-            return velocity
+            return velocity.clone()
         if name == "adam":
             m, v = state
-            m.mul_(s.beta_1).add_(g, alpha=1 - s.beta_1)
+            m.lerp_(g, 1 - s.beta_1)
             v.mul_(s.beta_2).addcmul_(g, g, value=1 - s.beta_2)
-            m_hat = m / (1 - s.beta_1 ** self.t)
-            v_hat = v / (1 - s.beta_2 ** self.t)
-            return m_hat / (v_hat.sqrt() + EPS)
+            # m̂/(√v̂ + eps) with the bias corrections as scalars (as torch.optim.Adam computes it).
+            first, second = 1 - s.beta_1**self.t, math.sqrt(1 - s.beta_2**self.t)
+            return m / v.sqrt().mul_(first / second).add_(EPS * first)
         v = state[0]
         v.mul_(RMSPROP_DECAY).addcmul_(g, g, value=1 - RMSPROP_DECAY)
-        return g / (v.sqrt() + EPS)
+        return g / v.sqrt().add_(EPS)
+
+
+def _contiguous_groups(optimizers: tuple[str, ...]) -> dict[str, slice]:
+    """Model ranges per optimizer; the model grid lays each optimizer's models side by side so
+    that every update works on a view, with no masks and no wasted arithmetic."""
+    groups: dict[str, slice] = {}
+    for name, run in itertools.groupby(enumerate(optimizers), key=lambda item: item[1]):
+        indices = [i for i, _ in run]
+        if name in groups:
+            raise ValueError(f"models using {name} are not contiguous: {optimizers}")
+        groups[name] = slice(indices[0], indices[-1] + 1)
+    return groups

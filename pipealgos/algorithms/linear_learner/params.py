@@ -15,7 +15,9 @@ with a different irrational ``c`` per dimension so that models differ in several
   when given;
 * wd and l1: when ``auto``, 0 for u < 1/2, else log-uniform in [1e-7, 1e-2]; a given value v > 0
   becomes v x 10^(2u-1); a given 0 stays 0 (it disables the term);
-* optimizer: when ``auto``, cycles adam, sgd, adam, rmsprop (i mod 4); a given one is kept;
+* optimizer: when ``auto``, adam for the first half of the models, sgd for the next quarter
+  and rmsprop for the rest (contiguous ranges, so each optimizer updates a view); a given one
+  is kept;
 * positive_example_weight_mult ``auto``: odd models use ``balanced``, even ones 1.0.
 
 The learning-rate schedule is shared by all models.
@@ -37,7 +39,6 @@ AUTO_NUM_MODELS = 32
 AUTO_CALIBRATION_SAMPLES = 10_000_000
 _WEYL = {"lr": (math.sqrt(5) - 1) / 2, "wd": math.sqrt(2) - 1, "l1": math.sqrt(3) - 1, "wd_on": math.sqrt(7) - 2,
          "l1_on": math.sqrt(11) - 3}
-_AUTO_OPTIMIZER_CYCLE = ("adam", "sgd", "adam", "rmsprop")
 
 
 @dataclass(frozen=True)
@@ -181,6 +182,12 @@ class ModelGrid:
                 "positive_example_weight_mult": "balanced" if self.balanced[i] else "given"}
 
 
+def _auto_optimizer(i: int, models: int) -> str:
+    if i == 0 or 2 * i < models:
+        return "adam"
+    return "sgd" if 4 * i < 3 * models else "rmsprop"
+
+
 def _weyl(i: int, key: str) -> float:
     return (i * _WEYL[key]) % 1.0
 
@@ -197,7 +204,7 @@ def _regulariser(value: Any, i: int, key: str) -> float:
 def model_grid(p: LinearLearnerParams, r: Resolved) -> ModelGrid:
     optimizers, rates, wds, l1s, balanced = [], [], [], [], []
     for i in range(r.num_models):
-        opt = r.optimizer if (i == 0 or p.optimizer != AUTO) else _AUTO_OPTIMIZER_CYCLE[i % 4]
+        opt = r.optimizer if p.optimizer != AUTO else _auto_optimizer(i, r.num_models)
         base = AUTO_LEARNING_RATE[opt] if p.learning_rate == AUTO else float(p.learning_rate)
         if i == 0:
             rate = base
