@@ -23,7 +23,7 @@ A host that runs out of rows first keeps joining the all-reduce with zeros until
 is done (shards need not be equal). Per-minibatch synchronisation was chosen over averaging
 models once per epoch because it keeps the 1-host optimisation path (adam state, l1 proximal
 steps, the learning-rate schedule) exact. The price is one small all-reduce per minibatch:
-benchmarks/linear_learner.py measured 4-5 ms for a 32-model gradient among 3 processes over
+benchmarks/linear_learner.py measured 3-5 ms for a 32-model gradient among 3 processes over
 loopback on a loaded 2-core machine, more than the minibatch's own compute, so multi-host jobs
 should use large minibatches (the cost is per minibatch, not per row). Scaler sums and
 evaluation sums are all-reduced too, so all hosts select the same model and stop at the same
@@ -54,6 +54,9 @@ from .model import LinearLearnerModel
 from .optimizer import BatchedOptimizer, StepSettings
 from .params import AUTO, LinearLearnerParams, ModelGrid, Resolved, model_grid, resolve
 from .scaling import Scaler, sample_sums
+
+
+_FETCH = 8
 
 
 def train(params: LinearLearnerParams, ctx: TrainingContext) -> LinearLearnerModel:
@@ -93,9 +96,14 @@ class _Job:
 
     # --- data ------------------------------------------------------------------------
     def _batches(self, channel: str, epoch: int) -> Iterator[Minibatch]:
-        for batch in self.ctx.channels.minibatches(channel, epoch, self.p.mini_batch_size, self.feature_dim):
-            self._check_labels(batch, channel)
-            yield batch
+        """Minibatches of ``mini_batch_size`` rows. They are fetched from the reader thread
+        ``_FETCH`` at a time and cut here: the same minibatches, with fewer thread hand-offs
+        (each costs a GIL round trip, a large share of a small minibatch's time)."""
+        size = self.p.mini_batch_size
+        for block in self.ctx.channels.minibatches(channel, epoch, size * _FETCH, self.feature_dim):
+            self._check_labels(block, channel)
+            for start in range(0, block.size, size):
+                yield block.slice(start, start + size)
 
     def _check_labels(self, batch: Minibatch, channel: str) -> None:
         y = batch.labels
