@@ -256,3 +256,13 @@ def test_mixed_optimizers_in_one_tensor_match_torch_optim():
         torch.testing.assert_close(theta[:, m], separate[m].detach())
     with pytest.raises(ValueError, match="not contiguous"):
         BatchedOptimizer(theta, ("adam", "sgd", "adam"), np.ones(3), np.zeros(3), np.zeros(3), _settings())
+
+
+def test_only_the_first_calibration_rows_enter_the_threshold_histogram():
+    s = MetricSettings("binary_classifier", "logistic", "accuracy", calibration_rows=150)
+    evaluator = Evaluator(1, 1, s)
+    for _ in range(2):
+        pred = torch.linspace(-3, 3, 100)[:, None, None]
+        evaluator.add(pred, (pred[:, 0, 0] > 0).float(), torch.ones(100, 1))
+    assert evaluator.rows == 200 and evaluator.mean_loss()[0] == pytest.approx(1.0)
+    assert float(evaluator.sums["pos"].sum() + evaluator.sums["neg"].sum()) == 150

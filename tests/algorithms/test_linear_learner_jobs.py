@@ -175,3 +175,12 @@ def test_balanced_multiclass_weights_raise_the_rare_class_recall(tmp_path):
         predicted = job.model().predict(x[3000:])["predicted_label"]
         recall[balanced] = np.mean(predicted[y[3000:] == 0] == 0)
     assert recall[True] > recall[False] + 0.1, recall
+
+
+def test_without_bias_the_model_passes_through_the_origin(tmp_path):
+    x, y = _binary()
+    for init in ("uniform", "normal"):
+        job = run_job(tmp_path / init, {**HP, "use_bias": "False", "init_method": init, "init_bias": "0.5"},
+                      {"train": (x[:2000], y[:2000])})
+        assert job.status == 0, job.failure
+        assert job.model().bias.tolist() == [0.0]
