@@ -38,7 +38,8 @@ from seaweed import BUCKET, SeaweedServer  # noqa: E402
 
 from pipealgos.io import write_dense  # noqa: E402
 from pipealgos.platform.registry import ALGORITHMS  # noqa: E402
-from pipealgos.platform.runner import RunOptions, parse_job, run_job  # noqa: E402
+from pipealgos.platform.runner.job import parse_job  # noqa: E402
+from pipealgos.platform.runner.runner import RunOptions, run_job  # noqa: E402
 from pipealgos.platform.runner.feeder import FeedOptions, PipeFeeder  # noqa: E402
 from pipealgos.platform.runner.storage import S3Store  # noqa: E402
 

@@ -24,29 +24,16 @@ def _train(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from pipealgos.io import convert
+    from pipealgos.platform.runner import cli as runner_cli
+    from pipealgos.serve import cli as serve_cli
+
     parser = argparse.ArgumentParser(prog="pipealgos", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     _add_train(sub)
-    for register in _EXTRA_COMMANDS:
-        register(sub)
+    for register in (serve_cli.register, runner_cli.register, convert.register):
+        register(sub)  # each imports its heavy modules only when its command runs
     return parser
-
-
-def _extra_commands():
-    """Commands whose modules may pull heavier dependencies are registered lazily by name."""
-    registrars = []
-    for module_name in ("pipealgos.io.convert", "pipealgos.serve.cli", "pipealgos.platform.runner.cli"):
-        try:
-            module = __import__(module_name, fromlist=["register"])
-        except ModuleNotFoundError as exc:
-            if exc.name and module_name.startswith(exc.name):
-                continue
-            raise
-        registrars.append(module.register)
-    return registrars
-
-
-_EXTRA_COMMANDS = _extra_commands()
 
 
 def main(argv: list[str] | None = None) -> int:

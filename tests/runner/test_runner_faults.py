@@ -9,7 +9,8 @@ import time
 import numpy as np
 
 from jobkit import dense_bytes, pca_request, upload_parts
-from pipealgos.platform.runner import JobRun, RunOptions, parse_job
+from pipealgos.platform.runner.job import parse_job
+from pipealgos.platform.runner.runner import JobRun, RunOptions
 from pipealgos.platform.runner.feeder import FeedOptions
 from pipealgos.platform.runner.storage import RetryPolicy
 from seaweed import BUCKET

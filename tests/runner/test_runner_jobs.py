@@ -8,7 +8,8 @@ import numpy as np
 
 from jobkit import dense_bytes, pca_request, reference_pca, upload_parts
 from pipealgos.io import record_pb2
-from pipealgos.platform.runner import RunOptions, parse_job, run_job
+from pipealgos.platform.runner.job import parse_job
+from pipealgos.platform.runner.runner import RunOptions, run_job
 from seaweed import BUCKET
 
 RNG = np.random.default_rng(7)
