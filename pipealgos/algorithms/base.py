@@ -51,6 +51,7 @@ class TrainingContext:
     world_size: int = 1
     device: torch.device = torch.device("cpu")
     seed: int = 0
+    tuning_job: bool = False  # one trial of a hyperparameter tuning job (_tuning_objective_metric set)
 
     @property
     def is_leader(self) -> bool:

@@ -64,7 +64,8 @@ def run_training(ml: MLRoot, algorithm: str | None = None) -> int:
         resources = read_resource_config(ml)
         report = MetricsReporter(resources.current_host)
         spec = get_algorithm(resolve_algorithm_name(algorithm))
-        values = spec.schema.parse(read_hyperparameters(ml))
+        raw = read_hyperparameters(ml)
+        values = spec.schema.parse(raw)
         configs = read_input_data_config(ml)
         missing = [c for c in spec.required_channels if c not in configs]
         if missing:
@@ -79,7 +80,7 @@ def run_training(ml: MLRoot, algorithm: str | None = None) -> int:
         report.info(f"pipealgos {spec.name}: host {topo.host} (rank {topo.rank} of {topo.world_size}), "
                     f"device {device}, hyperparameters {values}")
         ctx = TrainingContext(channels=channels, report=report, rank=topo.rank, world_size=topo.world_size,
-                              device=device)
+                              device=device, tuning_job="_tuning_objective_metric" in raw)
         model = spec.train(spec.params_type.from_dict(values), ctx)
         if topo.is_leader:
             save_model(ml.model_dir, spec.name, values, model.to_arrays())

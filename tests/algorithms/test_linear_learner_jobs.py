@@ -184,3 +184,13 @@ def test_without_bias_the_model_passes_through_the_origin(tmp_path):
                       {"train": (x[:2000], y[:2000])})
         assert job.status == 0, job.failure
         assert job.model().bias.tolist() == [0.0]
+
+
+def test_tuning_job_trains_one_model(tmp_path):
+    """Under a hyperparameter tuning job (``_tuning_objective_metric`` set) the real container
+    disables its internal parallel models; so do we."""
+    data = _channels(*_binary())
+    job = run_job(tmp_path, {**HP, "_tuning_objective_metric": "validation:objective_loss"}, data)
+    assert job.status == 0, job.failure
+    assert "num_models forced to 1" in job.log
+    assert "'num_models': 1" in job.log

@@ -38,6 +38,8 @@ The objective is the mean data loss, without the wd / l1 terms.
 
 from __future__ import annotations
 
+import dataclasses
+
 import itertools
 import time
 from collections.abc import Iterator
@@ -60,6 +62,10 @@ _FETCH = 8
 
 
 def train(params: LinearLearnerParams, ctx: TrainingContext) -> LinearLearnerModel:
+    if ctx.tuning_job and params.num_models != 1:
+        # As the real container: a tuning job explores the settings itself.
+        ctx.report.info("hyperparameter tuning job: num_models forced to 1")
+        params = dataclasses.replace(params, num_models=1)
     resolved = resolve(params)
     grid = model_grid(params, resolved)
     ctx.report.info(f"linear-learner settings after resolving 'auto': {resolved.logged()}")
