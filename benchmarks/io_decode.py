@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import io
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -40,14 +39,11 @@ import numpy as np
 import scipy.sparse as sp
 from google.protobuf.internal import api_implementation
 
+import _results
 from pipealgos.io.channel import open_fifo
 from pipealgos.io.protobuf import RecordDecoder
 from pipealgos.io.stream import aligned_buffer, decode_stream, read_full
 from pipealgos.io.writer import write_dense, write_sparse
-
-HERE = Path(__file__).resolve().parent
-RESULTS = HERE / "RESULTS.md"
-BEGIN, END = "<!-- io_decode:begin -->", "<!-- io_decode:end -->"
 
 # Feeds a FIFO from another process, in 1 MiB writes, as the platform would.
 FEEDER = """
@@ -238,18 +234,9 @@ def measure(ds: DataSet, folder: Path, runs: int) -> dict[str, float]:
 
 
 def machine() -> str:
-    cpu = "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
     import google.protobuf
 
-    return (f"{cpu}, {os.cpu_count()} cores; Python {platform.python_version()}, numpy {np.__version__}, "
-            f"protobuf {google.protobuf.__version__} ({api_implementation.Type()} backend)")
+    return _results.machine(f"protobuf {google.protobuf.__version__} ({api_implementation.Type()} backend)")
 
 
 def report(results: list[tuple[DataSet, dict[str, float]]], quick: bool) -> tuple[str, bool]:
@@ -297,16 +284,6 @@ def report(results: list[tuple[DataSet, dict[str, float]]], quick: bool) -> tupl
     return "\n".join(lines + [""] + verdicts), ok
 
 
-def record(section: str) -> None:
-    text = RESULTS.read_text() if RESULTS.exists() else "# Benchmark results\n"
-    block = f"{BEGIN}\n{section.rstrip()}\n{END}"
-    if BEGIN in text and END in text:
-        text = text[: text.index(BEGIN)] + block + text[text.index(END) + len(END) :]
-    else:
-        text = text.rstrip() + "\n\n" + block + "\n"
-    RESULTS.write_text(text)
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small data sets and fewer runs (a smoke test)")
@@ -335,7 +312,7 @@ def main(argv: list[str] | None = None) -> int:
     section, met = report(results, args.quick)
     print(section)
     if not args.no_record:
-        record(section)
+        _results.record_section("io_decode", section)
     if not met:
         print("some goals were missed (see above)", file=sys.stderr)
     return 0

@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+import _results
 from pipealgos.algorithms import kmeans
 from pipealgos.algorithms.base import TrainingContext, pick_device
 from pipealgos.io import write_dense
@@ -35,8 +36,6 @@ from pipealgos.platform.channels import JobChannels
 from pipealgos.platform.config import ChannelConfig, MLRoot
 from pipealgos.platform.metrics import MetricsReporter
 
-HERE = Path(__file__).resolve().parent
-RESULTS = HERE / "RESULTS.md"
 ROWS, FEATURES, BATCH, FILES = 1_000_000, 50, 5000, 4
 GOALS = {10: 3.0, 100: 1.0}  # minimum points/s ratio ours / sklearn
 
@@ -81,17 +80,6 @@ def run_sklearn(x: np.ndarray, k: int) -> tuple[float, np.ndarray]:
     for start in range(0, len(x), BATCH):
         model.partial_fit(x[start : start + BATCH])
     return time.perf_counter() - started, model.cluster_centers_
-
-
-def record(section: str, device: torch.device) -> None:
-    begin, end = f"<!-- kmeans-{device.type}:begin -->", f"<!-- kmeans-{device.type}:end -->"
-    text = RESULTS.read_text() if RESULTS.exists() else "# Benchmark results\n"
-    block = f"{begin}\n{section.rstrip()}\n{end}"
-    if begin in text and end in text:
-        text = text[: text.index(begin)] + block + text[text.index(end) + len(end) :]
-    else:
-        text = text.rstrip() + "\n\n" + block + "\n"
-    RESULTS.write_text(text)
 
 
 def warm_up(x: np.ndarray) -> None:
@@ -140,7 +128,7 @@ def main() -> int:
         "",
         *verdicts,
     ])
-    record(section, device)
+    _results.record_section(f"kmeans-{device.type}", section)
     print(section)
     return 0
 

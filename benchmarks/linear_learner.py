@@ -32,13 +32,12 @@ from pathlib import Path
 import numpy as np
 from sklearn.linear_model import SGDClassifier
 
+import _results
 from pipealgos.io import ChannelSpec, iter_minibatches, write_dense
 from pipealgos.platform.config import MLRoot
 from pipealgos.platform.model_store import load_model
 from pipealgos.platform.train import run_training
 
-HERE = Path(__file__).parent
-RESULTS = HERE / "RESULTS.md"
 ROWS, TEST_ROWS, DIM, FILES, EPOCHS, BATCH = 1_000_000, 100_000, 50, 8, 2, 1000
 RATIO_GOAL = 0.5
 SGD_REPEATS = 3
@@ -112,19 +111,6 @@ def _allreduce_seconds() -> float:
     return float(outputs[0].strip())
 
 
-def _record(text: str) -> None:
-    """Replace (or append) the "linear-learner" section of RESULTS.md, leaving other sections alone."""
-    begin, end = "<!-- linear_learner:begin -->", "<!-- linear_learner:end -->"
-    section = f"{begin}\n## linear-learner (`benchmarks/linear_learner.py`)\n\n{text}\n{end}"
-    current = RESULTS.read_text() if RESULTS.exists() else "# Benchmark results\n"
-    pattern = re.compile(re.escape(begin) + ".*?" + re.escape(end), re.S)
-    if pattern.search(current):
-        updated = pattern.sub(lambda _: section, current)
-    else:
-        updated = current.rstrip("\n") + "\n\n" + section + "\n"
-    RESULTS.write_text(updated)
-
-
 def main() -> int:
     x, y = _data()
     x_train, y_train, x_test, y_test = x[:ROWS], y[:ROWS], x[ROWS:], y[ROWS:]
@@ -179,7 +165,7 @@ def main() -> int:
               f"takes {sync * 1e6:.0f} us, i.e. {sync * ROWS / BATCH:.2f} s per epoch of {ROWS // BATCH:,} minibatches"]
     text = "\n".join(lines)
     print("\n" + text)
-    _record(text)
+    _results.record_section("linear_learner", text, title="## linear-learner (`benchmarks/linear_learner.py`)")
     return 0 if met else 1
 
 

@@ -34,6 +34,7 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "tests" / "runner"))
 
+import _results  # noqa: E402
 from seaweed import BUCKET, SeaweedServer  # noqa: E402
 
 from pipealgos.io import write_dense  # noqa: E402
@@ -43,8 +44,6 @@ from pipealgos.platform.runner.runner import RunOptions, run_job  # noqa: E402
 from pipealgos.platform.runner.feeder import FeedOptions, PipeFeeder  # noqa: E402
 from pipealgos.platform.runner.storage import S3Store  # noqa: E402
 
-RESULTS = HERE / "RESULTS.md"
-BEGIN, END = "<!-- pipe_vs_file:begin -->", "<!-- pipe_vs_file:end -->"
 FEATURES = 50
 MB = 1e6
 
@@ -219,18 +218,8 @@ def main(argv: list[str] | None = None) -> int:
     text = "\n".join(lines)
     print(text)
     if not args.no_record:
-        record(text)
+        _results.record_section("pipe_vs_file", text)
     return 0
-
-
-def record(section: str) -> None:
-    body = RESULTS.read_text() if RESULTS.exists() else "# Benchmark results\n"
-    block = f"{BEGIN}\n{section}\n{END}"
-    if BEGIN in body and END in body:
-        body = body[: body.index(BEGIN)] + block + body[body.index(END) + len(END):]
-    else:
-        body = body.rstrip("\n") + "\n\n" + block + "\n"
-    RESULTS.write_text(body)
 
 
 if __name__ == "__main__":

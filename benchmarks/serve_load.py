@@ -22,7 +22,6 @@ import io
 import json
 import multiprocessing
 import os
-import re
 import signal
 import socket
 import subprocess
@@ -34,12 +33,11 @@ from pathlib import Path
 
 import numpy as np
 
+import _results
 from pipealgos.io import write_dense
 from pipealgos.platform.config import MLRoot
 from pipealgos.platform.train import run_training
 
-HERE = Path(__file__).parent
-RESULTS = HERE / "RESULTS.md"
 FEATURE_DIM = 50
 NUM_COMPONENTS = 10
 CLIENTS = 4
@@ -239,19 +237,6 @@ def _report(results: list[Result], workers: int) -> tuple[str, bool]:
     return "\n".join(lines), errors == 0
 
 
-def _record(text: str) -> None:
-    """Replace (or append) the "serve" section of RESULTS.md, leaving other sections alone."""
-    begin, end = "<!-- serve_load:begin -->", "<!-- serve_load:end -->"
-    section = f"{begin}\n## serve (`benchmarks/serve_load.py`)\n\n{text}\n{end}"
-    current = RESULTS.read_text() if RESULTS.exists() else "# Benchmark results\n"
-    pattern = re.compile(re.escape(begin) + ".*?" + re.escape(end), re.S)
-    if pattern.search(current):
-        updated = pattern.sub(lambda _: section, current)
-    else:
-        updated = current.rstrip("\n") + "\n\n" + section + "\n"
-    RESULTS.write_text(updated)
-
-
 def main() -> int:
     workers = os.cpu_count() or 1
     with tempfile.TemporaryDirectory(prefix="serve-load-") as tmp:
@@ -273,7 +258,7 @@ def main() -> int:
             server.wait(60)
     text, clean = _report(results, workers)
     print("\n" + text)
-    _record(text)
+    _results.record_section("serve_load", text, title="## serve (`benchmarks/serve_load.py`)")
     if not clean:
         print("serve_load: some requests failed", file=sys.stderr)
         return 1
