@@ -42,6 +42,38 @@ class Minibatch:
         return Minibatch(self.features[start:stop], labels)
 
 
+def sorted_csr(data: np.ndarray, indices: np.ndarray, indptr: np.ndarray, n: int, feature_dim: int) -> sp.csr_matrix:
+    """The one way sparse blocks are built (the decoder's fast and general paths, ``serve``
+    requests), so that their index dtypes and order agree: CSR with sorted indices."""
+    features = sp.csr_matrix((data, indices, indptr), shape=(n, feature_dim))
+    features.sort_indices()
+    return features
+
+
+def rows_to_csr(values: list[np.ndarray], keys: list[np.ndarray | None], feature_dim: int,
+                sum_duplicates: bool = False) -> sp.csr_matrix:
+    """Rows -> one float32 CSR matrix of ``len(values)`` rows, indices sorted within each row.
+
+    Row ``i`` holds ``values[i]`` at columns ``keys[i]``, or, where ``keys[i]`` is None, is the
+    dense row ``values[i]`` (its non-zeros kept). Repeated keys in a row stay separate entries
+    unless ``sum_duplicates``, which adds them up. Needs at least one row.
+    """
+    indptr = np.zeros(len(values) + 1, dtype=np.int64)
+    cols, data = [], []
+    for i, (row, row_keys) in enumerate(zip(values, keys)):
+        if row_keys is None:
+            row_keys = np.flatnonzero(row)
+            row = row[row_keys]
+        cols.append(row_keys)
+        data.append(row)
+        indptr[i + 1] = indptr[i] + len(row_keys)
+    matrix = sorted_csr(np.concatenate(data).astype(np.float32, copy=False),
+                        np.concatenate(cols).astype(np.int64, copy=False), indptr, len(values), feature_dim)
+    if sum_duplicates:
+        matrix.sum_duplicates()
+    return matrix
+
+
 def concat(blocks: list[Minibatch]) -> Minibatch:
     """Stack blocks row-wise; sparse if any block is sparse. Labels must agree in presence."""
     if len(blocks) == 1:

@@ -24,12 +24,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-import scipy.sparse as sp
 from google.protobuf.message import DecodeError
 
 from . import record_pb2
 from .errors import DataError
-from .minibatch import Minibatch
+from .minibatch import Minibatch, rows_to_csr, sorted_csr
 from .recordio import HEADER, FrameParser, padded_length
 from .sparse_run import decode_sparse_run
 from .wire import TensorSlot, dense_record_slots
@@ -122,13 +121,6 @@ class _Template:
         return np.array(values, dtype=np.float32, order="C")
 
 
-def _csr(data: np.ndarray, indices: np.ndarray, indptr: np.ndarray, n: int, feature_dim: int) -> sp.csr_matrix:
-    """The one way both paths build a sparse block (so their index dtypes and order agree)."""
-    features = sp.csr_matrix((data, indices, indptr), shape=(n, feature_dim))
-    features.sort_indices()
-    return features
-
-
 class _Backoff:
     """When to try a fast path again after it yielded little.
 
@@ -182,20 +174,7 @@ class _RowCollector:
         if not self.any_sparse:
             features = np.vstack(self.dense).astype(np.float32, copy=False).reshape(n, feature_dim)
         else:
-            indptr = np.zeros(n + 1, dtype=np.int64)
-            cols, data = [], []
-            for i, (values, keys) in enumerate(zip(self.dense, self.sparse_keys)):
-                if keys is None:
-                    keys = np.flatnonzero(values)
-                    values = values[keys]
-                cols.append(keys)
-                data.append(values)
-                indptr[i + 1] = indptr[i] + len(keys)
-            features = _csr(
-                np.concatenate(data).astype(np.float32, copy=False),
-                np.concatenate(cols).astype(np.int64, copy=False),
-                indptr, n, feature_dim,
-            )
+            features = rows_to_csr(self.dense, self.sparse_keys, feature_dim)
         self.__init__()
         return Minibatch(features, labels)
 
@@ -336,7 +315,7 @@ class RecordDecoder:
         self.frames.frames_seen += count
         self.fast_records += count
         self.fast_sparse_records += count
-        block = Minibatch(_csr(run.data, run.indices, run.indptr, count, run.feature_dim), run.labels)
+        block = Minibatch(sorted_csr(run.data, run.indices, run.indptr, count, run.feature_dim), run.labels)
         blocks.append(self._finish_block(block, base + pos))
         return run.nbytes
 

@@ -36,11 +36,10 @@ import math
 from collections.abc import Sequence
 
 import numpy as np
-import scipy.sparse as sp
 
 from pipealgos.io import DataError, concat
 from pipealgos.io.csv import CsvDecoder
-from pipealgos.io.minibatch import Features
+from pipealgos.io.minibatch import Features, rows_to_csr
 from pipealgos.io.protobuf import RecordDecoder
 from pipealgos.io.recordio import HEADER, encode_frame
 from pipealgos.io.stream import decode_stream
@@ -210,18 +209,8 @@ def _instances_to_features(instances: list, feature_dim: int | None) -> Features
                                  "every record of a request must have the same feature count")
     if not any(keys is not None for _, keys, _ in rows):
         return np.array([values for values, _, _ in rows], dtype=np.float32).reshape(len(rows), feature_dim)
-    indptr = np.zeros(len(rows) + 1, dtype=np.int64)
-    cols, data = [], []
-    for i, (values, keys, _) in enumerate(rows):
-        if keys is None:
-            keys = np.flatnonzero(values)
-            values = values[keys]
-        cols.append(keys)
-        data.append(values)
-        indptr[i + 1] = indptr[i] + len(keys)
-    matrix = sp.csr_matrix((np.concatenate(data), np.concatenate(cols), indptr), shape=(len(rows), feature_dim))
-    matrix.sum_duplicates()
-    return matrix
+    return rows_to_csr([values for values, _, _ in rows], [keys for _, keys, _ in rows], feature_dim,
+                       sum_duplicates=True)
 
 
 def _dense_fast_path(instances: list, feature_dim: int | None) -> np.ndarray | None:
