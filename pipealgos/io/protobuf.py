@@ -43,10 +43,21 @@ def parse_record(payload: bytes) -> record_pb2.Record:
 
 
 def _is_record(payload: bytes) -> bool:
+    """Whether ``payload`` is a plausible Record: it parses, has features, every map key is a
+    printable name and every value holds a tensor. Judges the two joins of a split record: a
+    wrong join can still parse (protobuf is forgiving), but then typically as a map entry whose
+    key is a stray run of bytes such as ``"\\x00\\x00\\x00\\x00"``."""
     try:
-        return len(parse_record(payload).features) > 0
+        record = parse_record(payload)
     except DecodeError:
         return False
+    if not record.features:
+        return False
+    for entries in (record.features, record.label):
+        for key, value in entries.items():
+            if not key or not key.isprintable() or value.WhichOneof("value") is None:
+                return False
+    return True
 
 
 @dataclass
