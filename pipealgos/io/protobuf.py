@@ -42,22 +42,26 @@ def parse_record(payload: bytes) -> record_pb2.Record:
     return record
 
 
-def _is_record(payload: bytes) -> bool:
-    """Whether ``payload`` is a plausible Record: it parses, has features, every map key is a
-    printable name and every value holds a tensor. Judges the two joins of a split record: a
-    wrong join can still parse (protobuf is forgiving), but then typically as a map entry whose
-    key is a stray run of bytes such as ``"\\x00\\x00\\x00\\x00"``."""
+def _is_record(payload: bytes) -> int:
+    """How plausible ``payload`` is as a Record (the judge of split-record joins):
+    0 = it does not parse, has no features, or has a map key that is not a printable name or a
+    value without a tensor; 1 = plausible; 2 = plausible and it re-serialises to exactly these
+    bytes. A wrong join of a split record can still parse, typically with a stray run of
+    bytes as a map key, or with fields that serialise differently."""
     try:
         record = parse_record(payload)
     except DecodeError:
-        return False
+        return 0
     if not record.features:
-        return False
-    for entries in (record.features, record.label):
-        for key, value in entries.items():
-            if not key or not key.isprintable() or value.WhichOneof("value") is None:
-                return False
-    return True
+        return 0
+    try:
+        for entries in (record.features, record.label):
+            for key, value in entries.items():
+                if not key or not key.isprintable() or value.WhichOneof("value") is None:
+                    return 0
+    except UnicodeDecodeError:  # a key that is not even UTF-8
+        return 0
+    return 2 if record.SerializeToString() == payload else 1
 
 
 @dataclass
@@ -205,7 +209,7 @@ class RecordDecoder:
         self.fast_paths = fast_paths
         self.feature_dim = feature_dim
         self.check_finite = check_finite
-        self.frames = FrameParser(source, is_valid=_is_record)
+        self.frames = FrameParser(source, judge=_is_record)
         self.has_labels: bool | None = None
         self.fast_records = 0  # records decoded on a fast path (for tests and benchmarks)
         self.fast_sparse_records = 0  # of which on the sparse fast path

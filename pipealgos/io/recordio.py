@@ -10,12 +10,14 @@ Two conventions exist for joining the pieces of a split record:
   payload, drops those 4 bytes, and its reader re-inserts them between the pieces;
 * ml-io (the reader AWS wrote for Pipe mode) splits anywhere and joins the pieces as they are.
 
-:func:`join_split_record` decides per record: the plain join is tried first and kept when the
-caller's validator accepts it (for protobuf: it parses as a Record); otherwise, when every
-piece but the last has a length divisible by 4 (which a dmlc split always produces), the
-dmlc join is tried. This reads both kinds of files; a record valid under both joins would be
-ambiguous, which needs a payload that is a valid Record with and without 4 extra magic bytes
-in the middle — not produced by either writer in practice.
+:func:`join_split_record` decides per record. The dmlc join is possible only when every
+piece but the last has a length divisible by 4 (a dmlc split always produces that; an
+arbitrary split rarely does). Each possible join is scored by the caller's judge (for
+protobuf: 0 = not a Record, 1 = a plausible Record, 2 = a plausible Record that re-serialises
+to the same bytes, as every protobuf writer's output does); the best score wins, and a tie
+goes to the dmlc join, since dmlc-core's writer is the one that really splits records. A wrong
+join can still parse (protobuf is forgiving), which is why plausibility and the round trip
+are judged rather than parsing alone.
 """
 
 from __future__ import annotations
@@ -78,16 +80,23 @@ def split_frames_dmlc(payload: bytes) -> bytes:
     return b"".join(frames)
 
 
-def join_split_record(pieces: list[bytes], is_valid: Callable[[bytes], bool] | None) -> bytes | None:
-    """Join the pieces of one split record; None when no convention gives a valid record."""
+def join_split_record(pieces: list[bytes], judge: Callable[[bytes], int] | None) -> bytes | None:
+    """Join the pieces of one split record; None when no join gives a valid record.
+
+    ``judge`` scores a candidate payload (0 = invalid; higher is better); without one the
+    pieces are joined plainly."""
     plain = b"".join(pieces)
-    if is_valid is None or is_valid(plain):
+    if judge is None:
         return plain
+    candidates = [plain]
     if all(len(p) % 4 == 0 for p in pieces[:-1]):
-        dmlc = MAGIC_BYTES.join(pieces)
-        if is_valid(dmlc):
-            return dmlc
-    return None
+        candidates.insert(0, MAGIC_BYTES.join(pieces))  # first: wins ties
+    best, best_score = None, 0
+    for candidate in candidates:
+        score = int(judge(candidate))
+        if score > best_score:
+            best, best_score = candidate, score
+    return best
 
 
 class FrameParser:
@@ -98,9 +107,9 @@ class FrameParser:
     absolute stream offsets.
     """
 
-    def __init__(self, source: str, is_valid: Callable[[bytes], bool] | None = None) -> None:
+    def __init__(self, source: str, judge: Callable[[bytes], int] | None = None) -> None:
         self.source = source
-        self.is_valid = is_valid
+        self.judge = judge
         self.frames_seen = 0
         self.records_done = 0
         self._pieces: list[bytes] = []
@@ -145,7 +154,7 @@ class FrameParser:
             if flag == MIDDLE:
                 return None
             pieces, self._pieces = self._pieces, []
-            joined = join_split_record(pieces, self.is_valid)
+            joined = join_split_record(pieces, self.judge)
             if joined is None:
                 raise DataError(
                     f"split record of {len(pieces)} frames does not form a valid record under "
@@ -184,13 +193,13 @@ class FrameParser:
             )
 
 
-def iter_records(stream: BinaryIO, source: str = "<stream>", is_valid=None) -> Iterator[bytes]:
+def iter_records(stream: BinaryIO, source: str = "<stream>", judge=None) -> Iterator[bytes]:
     """Yield whole record payloads from a binary stream (the simple, per-frame reader).
 
     The bulk decoder in :mod:`pipealgos.io.protobuf` is the fast path; this one serves tools,
     tests and non-protobuf RecordIO.
     """
-    parser = FrameParser(source, is_valid)
+    parser = FrameParser(source, judge)
     offset = 0
     while True:
         header = stream.read(HEADER.size)

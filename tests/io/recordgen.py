@@ -1,20 +1,19 @@
-"""Build RecordIO-protobuf streams record by record with upb, and read them back independently.
+"""Build RecordIO-protobuf streams record by record with upb.
 
 Tests use these to make inputs the writers never produce (int32 features, mixed dense and
-sparse rows, split frames) and to compute expected arrays without going through
-``pipealgos.io.protobuf``.
+sparse rows, split frames); each :class:`Row` also knows the dense row it stands for, which
+is the expected decoding.
 """
 
 from __future__ import annotations
 
-import io
 from dataclasses import dataclass
 
 import numpy as np
 import scipy.sparse as sp
 
 from pipealgos.io import record_pb2
-from pipealgos.io.recordio import FIRST, LAST, MIDDLE, encode_frame, iter_records
+from pipealgos.io.recordio import FIRST, LAST, MIDDLE, encode_frame
 
 TENSOR_FIELDS = {"f32": "float32_tensor", "f64": "float64_tensor", "i32": "int32_tensor"}
 
@@ -61,35 +60,6 @@ def split_frames_plain(payload: bytes, cuts: list[int]) -> bytes:
         return encode_frame(payload)
     flags = [FIRST] + [MIDDLE] * (len(pieces) - 2) + [LAST]
     return b"".join(encode_frame(p, f) for p, f in zip(pieces, flags))
-
-
-def reference_decode(data: bytes) -> tuple[np.ndarray, np.ndarray | None]:
-    """Dense features (float32) and labels of a stream: upb per record, nothing else."""
-    rows, labels = [], []
-    for payload in iter_records(io.BytesIO(data), is_valid=_parses):
-        record = record_pb2.Record()
-        record.ParseFromString(payload)
-        value = record.features["values"]
-        tensor = getattr(value, value.WhichOneof("value"))
-        values = np.asarray(tensor.values, dtype=np.float32)
-        if len(tensor.keys) or (not len(values) and len(tensor.shape)):
-            row = np.zeros(int(np.prod(tensor.shape)), dtype=np.float32)
-            row[np.asarray(tensor.keys, dtype=np.int64)] = values
-        else:
-            row = values
-        rows.append(row)
-        if "values" in record.label:
-            label = record.label["values"]
-            labels.append(getattr(label, label.WhichOneof("value")).values[0])
-    return np.vstack(rows), (np.asarray(labels, dtype=np.float32) if labels else None)
-
-
-def _parses(payload: bytes) -> bool:
-    try:
-        record_pb2.Record().ParseFromString(payload)
-    except Exception:
-        return False
-    return True
 
 
 def as_dense(features) -> np.ndarray:

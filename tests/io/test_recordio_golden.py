@@ -89,7 +89,7 @@ def test_dmlc_split_records_rejoin_with_the_magic():
 def test_simple_frame_reader_joins_both_conventions():
     """iter_records (tools' reader) gives the same payloads for ml-io splits as for whole frames."""
     whole = list(iter_records(io.BytesIO((MLIO / "complete_records.pr").read_bytes())))
-    split = list(iter_records(io.BytesIO((MLIO / "split_records.pr").read_bytes()), is_valid=_is_record))
+    split = list(iter_records(io.BytesIO((MLIO / "split_records.pr").read_bytes()), judge=_is_record))
     assert split == whole
 
 

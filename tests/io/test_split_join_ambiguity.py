@@ -1,4 +1,4 @@
-"""A dmlc-split record whose plain (ml-io) join also parses: the join must still be the dmlc one.
+"""Split records that both join conventions can read as a Record: the right join must win.
 
 Found by the property test: a dense row ending in three floats whose bytes are the RecordIO
 magic (−1804698880.0) is split by dmlc's writer into a first piece, two empty middle pieces and
@@ -14,8 +14,8 @@ import io
 import numpy as np
 
 from pipealgos.io.minibatch import concat
-from pipealgos.io.protobuf import RecordDecoder
-from pipealgos.io.recordio import MAGIC_BYTES, split_frames_dmlc
+from pipealgos.io.protobuf import RecordDecoder, parse_record
+from pipealgos.io.recordio import FIRST, LAST, MAGIC_BYTES, encode_frame, split_frames_dmlc
 from pipealgos.io.stream import decode_stream
 from pipealgos.io.writer import encode_dense_record
 
@@ -30,3 +30,24 @@ def test_dmlc_join_wins_when_the_plain_join_parses_as_garbage():
     block = concat(list(decode_stream(io.BytesIO(framed), RecordDecoder("split"))))
     np.testing.assert_array_equal(block.features, row[None, :])
     np.testing.assert_array_equal(block.labels, [0.0])
+
+
+# An int32 record (found by the property test) split ml-io style after 180 bytes: a multiple of
+# 4, so the dmlc join is possible, and with the magic re-inserted it still parses — the varints
+# absorb the 4 bytes, one of them into a non-canonical encoding. Only the plain join
+# re-serialises to the same bytes, so it must win.
+INT32_PAYLOAD = bytes.fromhex(
+    "0ab6010a0676616c75657312ab013aa8010aa501ce03b4feffffffffffffff0176acf9ffffffffffffff01c5f9ff"
+    "ffffffffffff01aaf8ffffffffffffff01c301dbfdffffffffffffff0122c805b50366e801eb0173e3ffffffff"
+    "ffffffff01b5019202da049b06da03f4feffffffffffffff01a6ffffffffffffffff01c502c6fcffffffffffff"
+    "ff01f5faffffffffffffff01aefdffffffffffffff01980100df0500000000000000000000000000000000000080"
+    "06810112120a0676616c756573120812060a0400000000"
+)
+
+
+def test_plain_join_wins_when_only_it_round_trips():
+    framed = encode_frame(INT32_PAYLOAD[:180], FIRST) + encode_frame(INT32_PAYLOAD[180:], LAST)
+    block = concat(list(decode_stream(io.BytesIO(framed), RecordDecoder("split"))))
+    expected = np.asarray(parse_record(INT32_PAYLOAD).features["values"].int32_tensor.values, dtype=np.float32)
+    np.testing.assert_array_equal(block.features, expected[None, :])
+    assert expected[-2:].tolist() == [768.0, 129.0]
