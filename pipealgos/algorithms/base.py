@@ -8,7 +8,7 @@ named numpy arrays (:meth:`Model.to_arrays`) and back, and predict on a feature 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -73,6 +73,15 @@ class Model(Protocol):
     def predict(self, features: Features) -> dict[str, np.ndarray]:
         """Outputs by response key, each with one row per input row."""
         ...
+
+
+def report_test_channel(ctx: TrainingContext, evaluate: Callable[[], None]) -> None:
+    """Run ``evaluate`` (which reports the test metrics) on the leader when the job has a
+    ``test`` channel; without one, log the line the built-ins log."""
+    if "test" not in ctx.channels.names():
+        ctx.report.info("Test data is not provided.")
+    elif ctx.is_leader:
+        evaluate()
 
 
 def pick_device() -> torch.device:

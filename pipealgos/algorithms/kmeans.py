@@ -56,7 +56,7 @@ import torch
 from pipealgos.io import DataError
 from pipealgos.io.minibatch import Features
 
-from .base import TrainingContext, to_torch
+from .base import TrainingContext, report_test_channel, to_torch
 
 NAME = "kmeans"
 AUTO_EXTRA_CENTER_FACTOR = 10
@@ -424,11 +424,7 @@ def train(params: KMeansParams, ctx: TrainingContext) -> KMeansModel:
         ctx.report.progress(100.0 * (epoch + 1) / params.epochs)
     centroids = _reduce(state, params, ctx, lloyd_rng, records)
     model = KMeansModel(centroids.cpu().numpy().astype(np.float32))
-    if "test" in ctx.channels.names():
-        if ctx.is_leader:
-            _report_test(model, params, ctx)
-    else:
-        ctx.report.info("Test data is not provided.")
+    report_test_channel(ctx, lambda: _report_test(model, params, ctx))
     return model
 
 

@@ -29,7 +29,7 @@ import torch
 from pipealgos.io import DataError
 from pipealgos.io.minibatch import Features
 
-from .base import TrainingContext, to_torch
+from .base import TrainingContext, report_test_channel, to_torch
 
 NAME = "pca"
 
@@ -222,11 +222,7 @@ def train(params: PCAParams, ctx: TrainingContext) -> PCAModel:
         stats = _all_reduce(stats, ctx.device)
     model = finalize(stats, params)
     ctx.report.progress(100.0)
-    if "test" in ctx.channels.names():
-        if ctx.is_leader:
-            _report_test(model, params, ctx)
-    else:
-        ctx.report.info("Test data is not provided.")
+    report_test_channel(ctx, lambda: _report_test(model, params, ctx))
     return model
 
 
