@@ -66,3 +66,21 @@ def decode_stream(stream: BinaryIO, decoder: BufferDecoder, buffer_size: int = D
             buf[:tail] = buf[pos:end]
         base += pos
         end = tail
+
+
+def decode_buffer(data, decoder: BufferDecoder, chunk: int = DEFAULT_BUFFER) -> Iterator[Minibatch]:
+    """Yield the blocks ``decoder`` makes of bytes already in memory (a request body, a mapped
+    file), decoded where they lie: no copy into a read buffer. ``chunk`` bytes are handed to
+    the decoder at a time, so the arrays it works on stay cache-sized."""
+    buf = np.frombuffer(data, dtype=np.uint8)
+    pos, size = 0, len(buf)
+    while True:
+        end = min(size, pos + chunk)
+        blocks, new_pos, needed = decoder.decode(buf, pos, end, 0, end == size)
+        yield from blocks
+        if end == size and new_pos >= size:
+            decoder.finish(size)
+            return
+        if new_pos == pos:  # one frame (or line) longer than the chunk: widen it
+            chunk = max(needed, 2 * chunk)
+        pos = new_pos

@@ -42,7 +42,7 @@ from pipealgos.io.csv import CsvDecoder
 from pipealgos.io.minibatch import Features, rows_to_csr
 from pipealgos.io.protobuf import RecordDecoder
 from pipealgos.io.recordio import HEADER, encode_frame
-from pipealgos.io.stream import decode_stream
+from pipealgos.io.stream import decode_buffer
 
 JSON = "application/json"
 JSONLINES = "application/jsonlines"
@@ -145,8 +145,7 @@ def decode_request(body: bytes, content_type: str | None, feature_dim: int | Non
 def _decode_recordio(body: bytes, feature_dim: int | None) -> Features:
     decoder = RecordDecoder("request body (application/x-recordio-protobuf)", feature_dim)
     try:
-        # One buffer larger than the body: a single read, decoded in place.
-        blocks = list(decode_stream(io.BytesIO(body), decoder, buffer_size=len(body) + 64))
+        blocks = list(decode_buffer(body, decoder))
     except DataError as exc:
         raise BadRequest(str(exc)) from None
     return concat(blocks).features if blocks else np.zeros((0, feature_dim or 0), dtype=np.float32)
@@ -155,7 +154,7 @@ def _decode_recordio(body: bytes, feature_dim: int | None) -> Features:
 def _decode_csv(body: bytes, feature_dim: int | None) -> Features:
     decoder = CsvDecoder("request body (text/csv)", label_size=0, feature_dim=feature_dim)
     try:
-        blocks = list(decode_stream(io.BytesIO(body), decoder, buffer_size=len(body) + 64))
+        blocks = list(decode_buffer(body, decoder))
     except DataError as exc:
         raise BadRequest(str(exc)) from None
     return concat(blocks).features if blocks else np.zeros((0, feature_dim or 0), dtype=np.float32)
