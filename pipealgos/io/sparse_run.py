@@ -109,14 +109,15 @@ def _gather_bytes(data: np.ndarray, starts: np.ndarray, lengths: np.ndarray) -> 
     """
     if not len(starts):
         return np.empty(0, dtype=data.dtype)
+    first = int(starts[0])  # the mask starts there: its size is that of the run, not of data
     runs = np.empty(2 * len(starts), dtype=np.int64)
-    runs[0] = starts[0]
+    runs[0] = 0
     runs[2::2] = starts[1:] - starts[:-1] - lengths[:-1]
     runs[1::2] = lengths
     on_off = np.zeros(len(runs), dtype=bool)
     on_off[1::2] = True
     mask = np.repeat(on_off, runs)
-    return data[: len(mask)][mask]
+    return data[first : first + len(mask)][mask]
 
 
 def _gather_values(data: np.ndarray, starts: np.ndarray, counts: np.ndarray, dtype: np.dtype) -> np.ndarray:
