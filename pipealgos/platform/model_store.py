@@ -62,7 +62,11 @@ def save_model(model_dir: Path, algorithm: str, hyperparameters: dict[str, Any],
         np.savez(staging / arrays_name, **arrays)
         (staging / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
         os.replace(staging / arrays_name, model_dir / arrays_name)
-        os.replace(staging / MANIFEST, model_dir / MANIFEST)
+        try:
+            os.replace(staging / MANIFEST, model_dir / MANIFEST)
+        except BaseException:  # SIGTERM between the two moves: no arrays without a manifest
+            (model_dir / arrays_name).unlink(missing_ok=True)
+            raise
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return model_dir / MANIFEST

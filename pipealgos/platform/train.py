@@ -13,7 +13,6 @@ import signal
 import sys
 import time
 import traceback
-from pathlib import Path
 
 from pipealgos.algorithms.base import TrainingContext, pick_device
 from pipealgos.io import DataError
@@ -108,15 +107,6 @@ def _fail(ml: MLRoot, report: MetricsReporter, message: str, trace: str | None =
         sys.stderr.write(trace)
     report.error(message)
     write_failure(ml, message)
-    _remove_partial_model(ml.model_dir)
-
-
-def _remove_partial_model(model_dir: Path) -> None:
-    if model_dir.is_dir():
-        for staging in model_dir.glob(".staging-*"):
-            for item in staging.iterdir():
-                item.unlink()
-            staging.rmdir()
 
 
 def _distributed_hint(exc: Exception, resources) -> str:
