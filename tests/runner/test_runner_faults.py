@@ -29,6 +29,26 @@ def use_server(monkeypatch, server):
         monkeypatch.setenv(key, value)
 
 
+class Background:
+    """A job running on a thread, so the test can break things while it runs."""
+
+    def __init__(self, run: JobRun) -> None:
+        self.run = run
+        self._outcome: dict = {}
+        self._thread = threading.Thread(target=lambda: self._outcome.setdefault("result", run.run()))
+        self._thread.start()
+
+    def wait_until(self, condition, timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        while not condition():
+            assert time.monotonic() < deadline, "the job never got there"
+            time.sleep(0.005)
+
+    def result(self, timeout: float):
+        self._thread.join(timeout)
+        return self._outcome["result"]
+
+
 def test_server_killed_mid_stream_fails_the_job_naming_the_object(own_seaweed, monkeypatch, tmp_path):
     use_server(monkeypatch, own_seaweed)
     parts = [dense_bytes(RNG.normal(size=(4000, 6))) for _ in range(6)]  # ~0.6 MB each
@@ -36,16 +56,10 @@ def test_server_killed_mid_stream_fails_the_job_naming_the_object(own_seaweed, m
     run = JobRun(parse_job(pca_request("killed", uri, str(tmp_path / "out"), mode="Pipe")),
                  options(feed=FeedOptions(workers=1, chunk_size=16 << 10, memory_cap=16 << 10,
                                           retry=RetryPolicy(attempts=3, backoff=0.05))))
-    outcome = {}
-    thread = threading.Thread(target=lambda: outcome.setdefault("result", run.run()))
-    thread.start()
-    deadline = time.monotonic() + 60
-    while not any(f.stats.bytes for f in run.feeders):  # streaming has started: now kill the server
-        assert time.monotonic() < deadline
-        time.sleep(0.005)
+    job = Background(run)
+    job.wait_until(lambda: any(f.stats.bytes for f in run.feeders))  # streaming: now kill the server
     own_seaweed.kill()
-    thread.join(60)
-    result = outcome["result"]
+    result = job.result(60)
     assert result.status == "Failed" and result.failed_host == "algo-1"
     assert "Data download failed" in result.failure and f"s3://{BUCKET}/killed/part-" in result.failure
     assert "after 3 attempts" in result.failure
@@ -88,17 +102,11 @@ def test_a_host_killed_in_a_three_host_job(s3env, tmp_path):
     request = pca_request("three", uri, str(tmp_path / "out"), mode="Pipe", hosts=3, distribution="ShardedByS3Key")
     request["Environment"] = {"PIPEALGOS_COLLECTIVE_TIMEOUT": "20"}
     run = JobRun(parse_job(request), options())
-    outcome = {}
-    thread = threading.Thread(target=lambda: outcome.setdefault("result", run.run()))
-    thread.start()
-    deadline = time.monotonic() + 60
-    while "algo-2" not in run.hosts:
-        assert time.monotonic() < deadline
-        time.sleep(0.01)
+    job = Background(run)
+    job.wait_until(lambda: "algo-2" in run.hosts)
     run.hosts["algo-2"].signal(signal.SIGKILL)
     killed_at = time.monotonic()
-    thread.join(120)
-    result = outcome["result"]
+    result = job.result(120)
     assert time.monotonic() - killed_at < 60
     assert result.status == "Failed" and result.failed_host == "algo-2"
     assert "killed by signal 9" in result.failure
@@ -134,15 +142,9 @@ def test_a_host_ignoring_sigterm_is_killed_after_the_grace(tmp_path):
     request = pca_request("frozen", str(data), str(tmp_path / "out"), mode="Pipe", max_runtime=3)
     run = JobRun(parse_job(request), options(stop_grace=2))
     started = time.monotonic()
-    outcome = {}
-    thread = threading.Thread(target=lambda: outcome.setdefault("result", run.run()))
-    thread.start()
-    deadline = time.monotonic() + 30
-    while "algo-1" not in run.hosts:
-        assert time.monotonic() < deadline
-        time.sleep(0.005)
+    job = Background(run)
+    job.wait_until(lambda: "algo-1" in run.hosts, timeout=30)
     os.kill(run.hosts["algo-1"].proc.pid, signal.SIGSTOP)  # a stopped process leaves SIGTERM pending
-    thread.join(30)
-    result = outcome["result"]
+    result = job.result(30)
     assert result.status == "Stopped" and result.summary["ExitCodes"] == {"algo-1": -signal.SIGKILL}
     assert run.hosts["algo-1"].exited_at - started < 3 + 2 + 5
