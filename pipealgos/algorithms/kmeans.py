@@ -57,6 +57,7 @@ from pipealgos.io import DataError
 from pipealgos.io.minibatch import Features
 
 from .base import TrainingContext, report_test_channel, to_torch
+from .nearest_center import NearestCenter
 
 NAME = "kmeans"
 AUTO_EXTRA_CENTER_FACTOR = 10
@@ -228,13 +229,11 @@ class StreamingCenters:
         return torch.where(has[:, None], means, self.initial)
 
     def _refresh(self) -> None:
-        self._centers32 = self.centers().float()
-        self._norms32 = (self._centers32 * self._centers32).sum(1)
+        self._nearest = NearestCenter(self.centers().float())
 
     def add(self, x: torch.Tensor) -> None:
         """Assign a minibatch (float32 (b, d) on the centers' device) and update the masses."""
-        # ‖x‖² is the same for every center of a row: the argmin does not need it.
-        assign = nearest(torch.addmm(self._norms32, x, self._centers32.T, alpha=-2.0)).to(x.device)
+        assign = self._nearest(x).to(x.device)
         K = self.count.shape[0]
         decay = self._decay(x.shape[0])
         if decay != 1.0:
