@@ -10,6 +10,7 @@ import pytest
 import scipy.sparse as sp
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
+from implementations import SPARSE_IMPLEMENTATIONS, sparse_implementation
 from recordgen import Row, as_dense, split_frames_plain
 
 from pipealgos.io.minibatch import concat
@@ -93,11 +94,13 @@ def streams(draw):
     return b"".join(frames), all_rows
 
 
+@pytest.mark.parametrize("implementation", SPARSE_IMPLEMENTATIONS)
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 @given(stream=streams(), buffer_size=st.integers(16, 5000))
-def test_fast_and_general_paths_agree(stream, buffer_size):
+def test_fast_and_general_paths_agree(implementation, stream, buffer_size):
     data, written = stream
-    fast, fast_decoder = decode(data, buffer_size)
+    with sparse_implementation(implementation):
+        fast, fast_decoder = decode(data, buffer_size)
     event(f"sparse fast path: {fast_decoder.fast_sparse_records > 0}")
     event(f"dense fast path: {fast_decoder.fast_records > fast_decoder.fast_sparse_records}")
     general, slow_decoder = decode(data, buffer_size, fast_paths=False)
@@ -126,9 +129,10 @@ def test_plain_dense_stream_takes_the_fast_path(labelled, dtype):
     assert_identical(batch, decode(out.getvalue(), 1 << 20, fast_paths=False)[0])
 
 
+@pytest.mark.parametrize("implementation", SPARSE_IMPLEMENTATIONS)
 @pytest.mark.parametrize("label_dtype", [None, np.float32, np.float64, np.int64])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_plain_sparse_stream_takes_the_sparse_fast_path(dtype, label_dtype):
+def test_plain_sparse_stream_takes_the_sparse_fast_path(dtype, label_dtype, implementation):
     rng = np.random.default_rng(2)
     n, dim = 3000, 100_000
     nnz = rng.integers(0, 60, n)
@@ -138,7 +142,8 @@ def test_plain_sparse_stream_takes_the_sparse_fast_path(dtype, label_dtype):
     y = None if label_dtype is None else rng.integers(0, 100, n).astype(label_dtype)
     out = io.BytesIO()
     write_sparse(out, x, y)
-    batch, decoder = decode(out.getvalue(), 1 << 20)
+    with sparse_implementation(implementation):
+        batch, decoder = decode(out.getvalue(), 1 << 20)
     assert decoder.fast_sparse_records >= n * 0.95, (decoder.fast_sparse_records, n)
     assert (batch.features != x.astype(np.float32)).nnz == 0
     if y is not None:
@@ -146,13 +151,15 @@ def test_plain_sparse_stream_takes_the_sparse_fast_path(dtype, label_dtype):
     assert_identical(batch, decode(out.getvalue(), 1 << 20, fast_paths=False)[0])
 
 
-def test_irregular_stream_backs_off_to_the_general_path():
+@pytest.mark.parametrize("implementation", SPARSE_IMPLEMENTATIONS)
+def test_irregular_stream_backs_off_to_the_general_path(implementation):
     """Alternating layouts: the sparse path is tried rarely, results stay identical."""
     frames = []
     for i in range(600):
         row = Row([1.0, float(i)], [1, 3], 5, uid=None if i % 2 else f"u{i}")
         frames.append(encode_frame(row.payload()))
     data = b"".join(frames)
-    fast, decoder = decode(data)
+    with sparse_implementation(implementation):
+        fast, decoder = decode(data)
     assert_identical(fast, decode(data, fast_paths=False)[0])
     assert decoder.fast_sparse_records < 60
