@@ -16,8 +16,10 @@ For each, throughput (MB/s = 1e6 bytes/s, and records/s; median of several runs)
 
 Goals (issue 2, section 7): dense 50-dim from memory >= 2 GB/s and >= 75x the SDK path, from a
 cached file >= 1.5 GB/s, from a FIFO >= 40% of the raw FIFO read; sparse >= 10x the SDK path.
-Exits non-zero when the protobuf backend is not upb or a fast path was not taken (so a silent
-fall-back to the general path cannot pass as a slow machine). Results go to the ``io_decode``
+Exits non-zero when the protobuf backend is not upb, a fast path was not taken, or the sparse
+fast path would run on its numpy implementation because the compiled kernel is not built (so a
+silent fall-back cannot pass as a slow machine; ``--sparse-implementation numpy`` measures that
+fallback on purpose). Results go to the ``io_decode``
 section of ``benchmarks/RESULTS.md``.
 """
 
@@ -40,6 +42,7 @@ import scipy.sparse as sp
 from google.protobuf.internal import api_implementation
 
 import _results
+from pipealgos.io import sparse_run
 from pipealgos.io.channel import open_fifo
 from pipealgos.io.protobuf import RecordDecoder
 from pipealgos.io.stream import aligned_buffer, decode_buffer, decode_stream, read_full
@@ -240,14 +243,15 @@ def measure(ds: DataSet, folder: Path, runs: int) -> dict[str, float]:
 def machine() -> str:
     import google.protobuf
 
-    return _results.machine(f"protobuf {google.protobuf.__version__} ({api_implementation.Type()} backend)")
+    return _results.machine(f"protobuf {google.protobuf.__version__} ({api_implementation.Type()} backend), "
+                            f"sparse fast path: {sparse_run.implementation} implementation")
 
 
-def report(results: list[tuple[DataSet, dict[str, float]]], quick: bool) -> tuple[str, bool]:
+def report(results: list[tuple[DataSet, dict[str, float]]], options: str) -> tuple[str, bool]:
     lines = [
         "## RecordIO-protobuf decoding (`benchmarks/io_decode.py`)",
         "",
-        f"`python benchmarks/io_decode.py{' --quick' if quick else ''}` — {machine()}; "
+        f"`python benchmarks/io_decode.py{options}` — {machine()}; "
         f"load average {os.getloadavg()[0]:.1f} when it finished (the machine is shared: ratios "
         "measured in the same run are the figures to compare). MB = 10^6 bytes; median of several runs. "
         "SDK v2 = `read_recordio` + `Record.ParseFromString` + filling numpy/CSR arrays, on the "
@@ -292,12 +296,21 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small data sets and fewer runs (a smoke test)")
     parser.add_argument("--no-record", action="store_true", help="print only; leave RESULTS.md alone")
+    parser.add_argument("--sparse-implementation", choices=["c", "numpy"], default="c",
+                        help="which implementation of the sparse fast path to measure (default: the compiled "
+                        "kernel; numpy: the fallback used where it is not built)")
     args = parser.parse_args(argv)
     backend = api_implementation.Type()
     print(f"protobuf backend: {backend}")
     if backend != "upb":
         print("the protobuf backend must be upb (the pure-Python one is ~50x slower)", file=sys.stderr)
         return 1
+    if args.sparse_implementation == "c" and sparse_run.implementation != "c":
+        print("FAST PATH NOT TAKEN: the compiled sparse kernel (pipealgos.io._sparse_kernel) is not built; "
+              "reinstall with a C compiler present, or pass --sparse-implementation numpy", file=sys.stderr)
+        return 1
+    sparse_run.implementation = args.sparse_implementation
+    print(f"sparse fast path: {sparse_run.implementation} implementation")
     scale, runs = (10, 3) if args.quick else (1, 5)
     sets = [
         dense_set("dense 50-dim", 400_000 // scale, 50, 20_000 // scale),
@@ -313,7 +326,9 @@ def main(argv: list[str] | None = None) -> int:
             except FastPathNotTaken as exc:
                 print(f"FAST PATH NOT TAKEN: {exc}", file=sys.stderr)
                 return 1
-    section, met = report(results, args.quick)
+    options = (" --quick" if args.quick else "") + (
+        f" --sparse-implementation {args.sparse_implementation}" if args.sparse_implementation != "c" else "")
+    section, met = report(results, options)
     print(section)
     if not args.no_record:
         _results.record_section("io_decode", section)
