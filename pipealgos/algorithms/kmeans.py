@@ -130,6 +130,24 @@ def segment_sum(index: torch.Tensor, values: torch.Tensor, segments: int) -> tor
     return (one_hot.T @ values.reshape(len(index), -1)).reshape(segments, *values.shape[1:])
 
 
+def _minibatch_mass(assign: torch.Tensor, x: torch.Tensor, K: int) -> tuple[torch.Tensor, ...]:
+    """Per center: the count, vector sum and sum of squared norms (float64) of its rows of ``x``.
+
+    On CPU with numpy and scipy, single-threaded: these are small passes over the minibatch,
+    and torch's parallel elementwise kernels stall badly when another thread (the readahead
+    decoder, a Pipe-mode feeder) holds one of the cores they wait on."""
+    if x.device.type != "cpu":
+        return (torch.bincount(assign, minlength=K).double(), segment_sum(assign, x, K).double(),
+                segment_sum(assign, (x * x).sum(1).double(), K))
+    rows, index = x.numpy(), assign.numpy()
+    one_hot = sp.csr_matrix((np.ones(len(index), dtype=np.float32), index, np.arange(len(index) + 1)),
+                            shape=(len(index), K))
+    count = np.bincount(index, minlength=K).astype(np.float64)
+    sums = np.asarray(one_hot.T @ rows, dtype=np.float64)
+    sq = np.bincount(index, weights=np.einsum("ij,ij->i", rows, rows), minlength=K)
+    return torch.from_numpy(count), torch.from_numpy(sums), torch.from_numpy(sq)
+
+
 def _draw(weights: np.ndarray, rng: np.random.Generator, exclude: np.ndarray, size: int) -> np.ndarray:
     """``size`` indices drawn (with replacement) with probability ∝ ``weights``; uniformly among
     the not-yet-chosen when every weight is 0 (all remaining mass sits on chosen points)."""
@@ -239,9 +257,10 @@ class StreamingCenters:
         if decay != 1.0:
             for tensor in (self.count, self.sums, self.sq):
                 tensor.mul_(decay)
-        self.count += torch.bincount(assign, minlength=K).double()
-        self.sums += segment_sum(assign, x, K).double()
-        self.sq += segment_sum(assign, (x * x).sum(1).double(), K)
+        count, sums, sq = _minibatch_mass(assign, x, K)
+        self.count += count
+        self.sums += sums
+        self.sq += sq
         self.points += x.shape[0]
         self._refresh()
 
