@@ -92,27 +92,38 @@ class PCAStats:
 
 
 class PCAAccumulator:
-    """Adds minibatches into :class:`PCAStats` with torch (CPU or CUDA)."""
+    """Adds minibatches into :class:`PCAStats` with torch (CPU or CUDA).
+
+    Regular mode, dense rows: each minibatch's Gram matrix is one float32 product, added
+    into float64 sums. To keep float32 exact enough, rows are first shifted by a fixed
+    vector s (the first minibatch's mean), so the products are of deviations rather than of
+    raw values, and a column of ones is appended: the product [y, 1]ᵀ[y, 1] of y = x − s then
+    holds Σyᵀy, Σy and n at once. :meth:`result` turns that back into Σx and Σxᵀx in float64
+    (Σxᵀx = Σyᵀy + s(Σy)ᵀ + (Σy)sᵀ + n ssᵀ), so merging across hosts and the decomposition
+    are unchanged. Two to three times less work per row than a float64 product, and no
+    float64 copy of the minibatch. Sparse minibatches are summed exactly, in float64."""
 
     def __init__(self, params: PCAParams, device: torch.device, seed: int = 0) -> None:
         self.params = params
         self.device = device
         self.stats = PCAStats.empty(params)
-        self._gram = None if self.stats.gram is None else torch.zeros_like(torch.from_numpy(self.stats.gram), device=device)
         self._rng = np.random.default_rng(seed)
+        d = params.feature_dim
+        self._shift: np.ndarray | None = None  # float32 (d,)
+        self._shifted_gram = torch.zeros(d + 1, d + 1, dtype=torch.float64, device=device)
+        self._rows = np.ones((0, d + 1), dtype=np.float32)  # [x − s, 1] of the current minibatch
 
     def add(self, features: Features) -> None:
         stats = self.stats
         stats.n += features.shape[0]
         stats.batches += 1
+        if stats.gram is not None and not sp.issparse(features):
+            self._add_dense_gram(np.asarray(features, dtype=np.float32))
+            return
         stats.total += np.asarray(features.sum(axis=0, dtype=np.float64)).ravel()
-        if self._gram is not None:
-            if sp.issparse(features):
-                csr = features.astype(np.float64)
-                self._gram += torch.from_numpy((csr.T @ csr).toarray()).to(self.device)
-            else:
-                x = to_torch(features, self.device, torch.float64)
-                self._gram.addmm_(x.T, x)
+        if stats.gram is not None:
+            csr = features.astype(np.float64)
+            stats.gram += (csr.T @ csr).toarray()
         else:
             signs = self._rng.integers(0, 2, size=(self.params.sketch_size, features.shape[0])) * 2.0 - 1.0
             if sp.issparse(features):
@@ -122,10 +133,30 @@ class PCAAccumulator:
                 stats.sketch += (h @ to_torch(features, self.device, torch.float64)).cpu().numpy()
             stats.sketch_ones += signs.sum(axis=1)
 
+    def _add_dense_gram(self, x: np.ndarray) -> None:
+        n, d = x.shape
+        if self._shift is None:
+            self._shift = x.mean(axis=0, dtype=np.float64).astype(np.float32)
+        if len(self._rows) < n:
+            self._rows = np.ones((n, d + 1), dtype=np.float32)
+        rows = self._rows[:n]
+        np.subtract(x, self._shift, out=rows[:, :d])
+        y = torch.from_numpy(rows).to(self.device)
+        self._shifted_gram += (y.T @ y).double()
+
     def result(self) -> PCAStats:
-        if self._gram is not None:
-            self.stats.gram = self._gram.cpu().numpy()
-        return self.stats
+        """The statistics so far, with the shifted dense sums folded into Σx and Σxᵀx."""
+        stats = self.stats
+        if stats.gram is not None and self._shift is not None:
+            d = self.params.feature_dim
+            g = self._shifted_gram.cpu().numpy()
+            shift = self._shift.astype(np.float64)
+            sum_y, n = g[d, :d], g[d, d]
+            stats.total += sum_y + n * shift
+            stats.gram += g[:d, :d] + np.outer(shift, sum_y) + np.outer(sum_y, shift) + n * np.outer(shift, shift)
+            self._shift = None
+            self._shifted_gram.zero_()
+        return stats
 
 
 @dataclass
