@@ -6,13 +6,34 @@
 #                       --build-arg TORCH_VARIANT=cu128 -t pipealgos:gpu .
 # Per-algorithm:   --build-arg PIPEALGOS_ALGORITHM=kmeans  (a job's Environment may still override it)
 #
-# The base needs only apt and a Python >= 3.11 from its own packages (Debian 12, Ubuntu 24.04).
+# The base needs only apt and a Python >= 3.11 from its own packages (Debian 12, Ubuntu 24.04);
+# a builder stage on the same base adds gcc and the Python headers to compile pipealgos' wheel.
 # torch is pinned to the exact build `torch==TORCH_VERSION+TORCH_VARIANT` (cpu, or a CUDA tag
 # such as cu128 that PyTorch publishes for that version), so a CPU image can never pick up a
 # multi-GB CUDA wheel. Wheels in ci/image/wheels/ are used first; with WHEELS_ONLY=1 they are
 # the only source (ci/image/build.sh fills them, and CI builds offline that way); otherwise
 # torch comes from TORCH_INDEX_URL and the rest from PyPI.
 ARG BASE_IMAGE=docker.io/library/debian:bookworm-slim
+
+# Builder: the pipealgos wheel, with its C kernel (pipealgos/io/_sparse_kernel.c) compiled by
+# the base's own gcc against its own Python. Only the wheel leaves this stage, so the image
+# itself carries no compiler. The kernel is an optional extension (a build without a compiler
+# falls back to numpy), so the wheel is checked for it here: a failed compile fails the build.
+FROM ${BASE_IMAGE} AS builder
+ARG WHEELS_ONLY=
+RUN apt-get update \
+ && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
+        python3 python3-venv python3-dev gcc libc6-dev
+COPY ci/image/wheels/ /tmp/wheels/
+COPY pyproject.toml setup.py README.md /tmp/src/
+COPY pipealgos /tmp/src/pipealgos
+RUN python3 -m venv /tmp/build-env \
+ && /tmp/build-env/bin/pip install -q --disable-pip-version-check ${WHEELS_ONLY:+--no-index} --only-binary=:all: \
+        --find-links /tmp/wheels "setuptools>=68" \
+ && /tmp/build-env/bin/pip wheel --disable-pip-version-check --no-deps --no-build-isolation -w /tmp/dist /tmp/src
+RUN /tmp/build-env/bin/python -m zipfile -l /tmp/dist/pipealgos-*.whl | grep -q "pipealgos/io/_sparse_kernel\..*\.so" \
+ || { echo "the pipealgos wheel was built without its C kernel (see the compiler output above)" >&2; exit 1; }
+
 FROM ${BASE_IMAGE}
 
 ARG TORCH_VERSION=2.13.0
@@ -37,10 +58,9 @@ RUN apt-get update \
         python3 python3-venv ca-certificates \
  && rm -rf /var/lib/apt/lists/* /var/cache/apt/*
 
-# Dependencies first (a layer that survives source edits): torch, then pyproject's list
-# (setuptools: to install the source below without fetching build requirements). torch's C++
-# headers, CMake files and C++ test binaries (~190 MB) only serve extension builds, and the
-# image has no compiler: they go, keeping bin/torch_shm_manager (shared-memory tensors).
+# Dependencies first (a layer that survives source edits): torch, then pyproject's list.
+# torch's C++ headers, CMake files and C++ test binaries (~190 MB) only serve extension builds,
+# and the image has no compiler: they go, keeping bin/torch_shm_manager (shared-memory tensors).
 COPY ci/image/wheels/ /tmp/wheels/
 COPY pyproject.toml /tmp/deps/pyproject.toml
 RUN python3 -m venv /opt/pipealgos \
@@ -51,15 +71,14 @@ RUN python3 -m venv /opt/pipealgos \
  && find "$torch_dir/bin" -mindepth 1 ! -name torch_shm_manager -exec rm -rf {} + \
  && python3 -c "import tomllib; print('\n'.join(tomllib.load(open('/tmp/deps/pyproject.toml', 'rb'))['project']['dependencies']))" \
         > /tmp/deps/requirements.txt \
- && pip install ${WHEELS_ONLY:+--no-index} --only-binary=:all: --find-links /tmp/wheels -r /tmp/deps/requirements.txt "setuptools>=68" \
+ && pip install ${WHEELS_ONLY:+--no-index} --only-binary=:all: --find-links /tmp/wheels -r /tmp/deps/requirements.txt \
  && rm -rf /tmp/wheels /tmp/deps /root/.cache
 
-# The source: a plain (non-editable) install, so the image holds no build tree.
-COPY pyproject.toml README.md /tmp/src/
-COPY pipealgos /tmp/src/pipealgos
-RUN pip install --no-deps --no-build-isolation /tmp/src \
- && rm -rf /tmp/src /root/.cache \
- && python3 -c "import pipealgos.cli"
+# pipealgos itself: the builder's wheel (no build tree, no compiler here).
+COPY --from=builder /tmp/dist/ /tmp/dist/
+RUN pip install --no-deps --no-index /tmp/dist/pipealgos-*.whl \
+ && rm -rf /tmp/dist /root/.cache \
+ && python3 -c "import pipealgos.cli; from pipealgos.io import sparse_run; assert sparse_run.implementation == 'c'"
 
 # Last, so per-algorithm tags share every layer above.
 ARG PIPEALGOS_ALGORITHM=

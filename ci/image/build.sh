@@ -2,7 +2,8 @@
 # Builds the CPU image: ci/image/build.sh [TAG]  (default tag localhost/pipealgos:ci).
 #
 # Fills ci/image/wheels/ with every runtime wheel first (torch==$TORCH_VERSION+cpu and the
-# `dependencies` of pyproject.toml, for this machine's Python), then builds with
+# `dependencies` of pyproject.toml, for this machine's Python; setuptools, with which the
+# Dockerfile's builder stage compiles pipealgos' own wheel), then builds with
 # WHEELS_ONLY=1: the build needs no index, and can never fetch a CUDA torch. The host pip's
 # own settings apply (elsewhere: PIP_EXTRA_INDEX_URL=https://download.pytorch.org/whl/cpu), and
 # the wheels are for its Python: .venv's 3.11 matches the default base, Debian 12.
