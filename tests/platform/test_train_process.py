@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -54,3 +55,23 @@ def test_unknown_algorithm(tmp_path):
                           timeout=120, env={k: v for k, v in os.environ.items() if k != "PIPEALGOS_ALGORITHM"})
     assert done.returncode == 1
     assert "unknown algorithm 'xgboost'" in (root / "output" / "failure").read_text()
+
+
+def _logged_threads(tmp_path, extra_env):
+    root = make_ml_root(tmp_path, HP, {"train": {"TrainingInputMode": "File"}})
+    write_channel_files(root, "train", [recordio_bytes(np.ones((40, 5), np.float32))])
+    env = {k: v for k, v in os.environ.items() if k != "PIPEALGOS_COMPUTE_THREADS"}
+    env.update({"PIPEALGOS_ALGORITHM": "pca", **extra_env})
+    done = subprocess.run([TRAIN, "--ml-root", str(root)], env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    return re.search(r"device cpu, (\d+) compute thread\(s\)", done.stdout + done.stderr).group(1)
+
+
+def test_cpu_training_leaves_a_core_to_the_reader_thread(tmp_path):
+    """torch gets one thread fewer than it would take by default (a thread per core, or
+    OMP_NUM_THREADS), never fewer than 1; PIPEALGOS_COMPUTE_THREADS sets the count outright."""
+    default = subprocess.run([sys.executable, "-c", "import torch; print(torch.get_num_threads())"],
+                             capture_output=True, text=True, check=True).stdout.strip()
+    assert _logged_threads(tmp_path / "a", {}) == str(max(1, int(default) - 1))
+    assert _logged_threads(tmp_path / "b", {"OMP_NUM_THREADS": "1"}) == "1"
+    assert _logged_threads(tmp_path / "c", {"OMP_NUM_THREADS": "1", "PIPEALGOS_COMPUTE_THREADS": "3"}) == "3"
