@@ -22,7 +22,7 @@ Two implementations do exactly this; :data:`implementation` says which one is us
   compiler is present): one walk over the frames, record by record, called twice per run:
   once to count records and values, then to fill numpy arrays of exactly that size. On the
   benchmark's sparse set (``benchmarks/io_decode.py``) it decodes ~1.1 GB/s, ~6x the numpy
-  implementation; whole ``RecordDecoder`` runs are ~3.5x faster (CSR assembly and checks remain).
+  implementation; whole ``RecordDecoder`` runs are ~4-5x faster (CSR assembly and checks remain).
 * ``"numpy"``, the fallback when the extension is not built: numpy arrays hold one position
   per record and advance field by field; the packed values and keys of all records are cut
   out with one mask each (built by ``np.repeat`` over gap/segment lengths) and the keys'
