@@ -49,13 +49,15 @@ MB = 1e6
 
 NOTES = (
     "Reading the figures: Pipe \"read MB/s\" is the rate at which the algorithm drained its FIFO (bytes over "
-    "the time data flowed), File \"read MB/s\" the download rate. The feeder alone keeps up with the server's "
-    "ceiling, so on these 2 shared cores the algorithm's decoding, not S3, bounds Pipe throughput: the >= 0.9 "
-    "goal holds for the feeder, not end to end. File \"data ready\" is when the download finished (training "
-    "starts only then); Pipe's is the first byte in the FIFO, which waits for `train` to start (Python and "
-    "torch imports, a few seconds under load), so the data latency proper is the next column. Pipe total / "
-    "File total can only fall by the share of the File job spent downloading: over loopback the download is "
-    "a small part of the job, unlike the blog's 78 GiB from S3, and that bounds how far below 1 the ratio can go."
+    "the time data flowed), File \"read MB/s\" the download rate. File \"data ready\" is when the download "
+    "finished (training starts only then); Pipe's is the first byte in the FIFO, which waits for `train` to "
+    "start (Python and torch imports), so the data latency proper is the next column. In a Pipe job the S3 "
+    "server, the feeder and `train` run at the same time on the same cores: its throughput is at most the "
+    "cores divided by the sum of their CPU seconds per GB (the lines above; `train`'s include its start-up). "
+    "The ceiling alone keeps nearly both cores busy with the server and the GETs, so Pipe at 0.9 of it would "
+    "need about twice the cores this machine has. A File job downloads first (server and GETs busy), then "
+    "trains (`train` busy): Pipe total / File total can fall only by the share of the File job spent "
+    "downloading, small over loopback, unlike the blog's 78 GiB from S3."
 )
 
 HYPERPARAMETERS = {
@@ -86,16 +88,48 @@ def upload(server: SeaweedServer, size_gb: float, files: int) -> tuple[int, int]
     return total, rows * files
 
 
-def get_ceiling(server: SeaweedServer, feed: FeedOptions, workers: int) -> float:
-    """MB/s of parallel ranged GETs over every object, data discarded: what the server can give."""
+class CpuMeter:
+    """CPU seconds (user + system) spent between start and stop by the S3 server's process, by
+    this process (the runner, the feeder's threads, the ceiling's GETs) and by the children it
+    reaped (the `train` processes), beside the wall time."""
+
+    def __init__(self, server_pid: int) -> None:
+        self.server_pid = server_pid
+        self.start = self._read()
+
+    def _read(self) -> tuple[float, float, float, float]:
+        with open(f"/proc/{self.server_pid}/stat") as stat:
+            fields = stat.read().rsplit(")", 1)[1].split()
+        server = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        own = os.times()
+        return time.monotonic(), server, own.user + own.system, own.children_user + own.children_system
+
+    def stop(self) -> dict[str, float]:
+        end = self._read()
+        wall, server, here, children = (b - a for a, b in zip(self.start, end))
+        return {"wall": wall, "server": server, "client": here, "train": children}
+
+
+def cpu_note(label: str, cpu: dict[str, float], nbytes: float) -> str:
+    busy = (cpu["server"] + cpu["client"] + cpu["train"]) / cpu["wall"]
+    per_gb = {k: cpu[k] / (nbytes / 1e9) for k in ("server", "client", "train")}
+    return (f"- {label}: **{busy:.2f} of {os.cpu_count()} cores busy**; CPU seconds per GB delivered: "
+            f"S3 server {per_gb['server']:.2f}, runner/feeder/GETs {per_gb['client']:.2f}, "
+            f"`train` {per_gb['train']:.2f}")
+
+
+def get_ceiling(server: SeaweedServer, feed: FeedOptions, workers: int) -> tuple[float, dict[str, float], int]:
+    """MB/s of parallel ranged GETs over every object, data discarded: what the server can give;
+    with the CPU it took and the bytes read."""
     store = S3Store(server.endpoint, max_connections=workers * 2)
     objects = store.list_prefix(f"s3://{BUCKET}/bench/train/")
     ranges = [(o.uri, start, min(o.size, start + feed.chunk_size)) for o in objects
               for start in range(0, o.size, feed.chunk_size)]
-    started = time.monotonic()
+    meter = CpuMeter(server.proc.pid)
     with ThreadPoolExecutor(workers) as pool:
         total = sum(len(data) for data in pool.map(lambda r: store.read_range(*r), ranges))
-    return total / MB / (time.monotonic() - started)
+    cpu = meter.stop()
+    return total / MB / cpu["wall"], cpu, total
 
 
 def feeder_only(server: SeaweedServer, feed: FeedOptions, folder: Path) -> float:
@@ -122,7 +156,7 @@ def feeder_only(server: SeaweedServer, feed: FeedOptions, folder: Path) -> float
     return total / MB / took
 
 
-def run_mode(algorithm: str, mode: str, work: Path, feed: FeedOptions) -> dict:
+def run_mode(algorithm: str, mode: str, work: Path, feed: FeedOptions, server: SeaweedServer) -> dict:
     request = {
         "TrainingJobName": f"bench-{algorithm}-{mode.lower()}",
         "AlgorithmSpecification": {"TrainingImage": f"{algorithm}:1", "TrainingInputMode": mode},
@@ -133,11 +167,12 @@ def run_mode(algorithm: str, mode: str, work: Path, feed: FeedOptions) -> dict:
         "OutputDataConfig": {"S3OutputPath": str(work / "out")},
         "ResourceConfig": {"InstanceCount": 1, "InstanceType": "ml.m5.xlarge"},
     }
+    meter = CpuMeter(server.proc.pid)
     result = run_job(parse_job(request), RunOptions(work_dir=work / "jobs", feed=feed, progress="plain",
                                                     progress_interval=30))
     if result.status != "Completed":
         raise SystemExit(f"{algorithm} {mode}: {result.status}: {result.failure}")
-    return result.summary
+    return {**result.summary, "Cpu": meter.stop()}
 
 
 def row(algorithm: str, mode: str, s: dict) -> str:
@@ -169,14 +204,14 @@ def main(argv: list[str] | None = None) -> int:
             nbytes, nrows = upload(server, args.size_gb, args.files)
             print(f"uploaded {nbytes / MB:,.0f} MB ({nrows:,} records) in {args.files} objects "
                   f"in {time.monotonic() - started:.1f} s", flush=True)
-            ceiling = get_ceiling(server, feed, args.workers * 2)
+            ceiling, ceiling_cpu, ceiling_bytes = get_ceiling(server, feed, args.workers * 2)
             print(f"server parallel-GET ceiling: {ceiling:,.1f} MB/s", flush=True)
             fed = feeder_only(server, feed, work / "fifo")
             print(f"feeder into a discarding reader: {fed:,.1f} MB/s", flush=True)
             results = {}
             for algorithm in algorithms:
                 for mode in ("File", "Pipe"):
-                    results[algorithm, mode] = run_mode(algorithm, mode, work, feed)
+                    results[algorithm, mode] = run_mode(algorithm, mode, work, feed, server)
                     print(row(algorithm, mode, results[algorithm, mode]), flush=True)
         finally:
             server.stop()
@@ -191,6 +226,9 @@ def main(argv: list[str] | None = None) -> int:
         f"**{ceiling:,.1f} MB/s**. The Pipe feeder alone, into a FIFO whose reader discards the bytes: "
         f"**{fed:,.1f} MB/s** = **{fed / ceiling:.2f}** of the ceiling (goal >= 0.9: "
         f"{'met' if fed / ceiling >= 0.9 else 'missed'}).", "",
+        "Where the CPU goes (S3 server process, this process's threads, the `train` processes):", "",
+        cpu_note("ceiling (parallel GETs, data discarded)", ceiling_cpu, ceiling_bytes),
+        *(cpu_note(f"{a} {m} job", s["Cpu"], nbytes) for (a, m), s in results.items()), "",
         "| algorithm | mode | data ready (s from job start) | first byte after FIFO open (s) "
         "| total (s) | read MB/s | peak disk (MB) |",
         "|---|---|---:|---:|---:|---:|---:|",
