@@ -172,11 +172,13 @@ class _RowCollector:
         self.sparse_keys: list[np.ndarray | None] = []
         self.labels: list[float] = []
         self.any_sparse = False
+        self.records_after = 0  # the decoder's record count after the last row added
 
     def __len__(self) -> int:
         return len(self.dense)
 
-    def add(self, values: np.ndarray, keys: np.ndarray | None, label: float | None) -> None:
+    def add(self, values: np.ndarray, keys: np.ndarray | None, label: float | None, records_after: int) -> None:
+        self.records_after = records_after
         self.dense.append(values)
         self.sparse_keys.append(keys)
         self.any_sparse |= keys is not None
@@ -245,7 +247,7 @@ class RecordDecoder:
             if not blocks and not len(rows):
                 raise
             self._pending_error = exc
-            return self._flush(blocks, rows, base + pos), pos, 0
+            return self._flush(blocks, rows), pos, 0
 
     def _decode(self, buf: np.ndarray, pos: int, end: int, base: int, at_eof: bool,
                 blocks: list[Minibatch], rows: _RowCollector) -> tuple[list[Minibatch], int, int]:
@@ -258,14 +260,13 @@ class RecordDecoder:
                     frames = buf[pos : pos + count * template.stride].reshape(count, template.stride)
                     n = template.matching_rows(frames.view("<u4"))
                     if n:
-                        if len(rows):
-                            blocks.append(self._finish_block(rows.flush(self.feature_dim), base + pos))
+                        self._flush(blocks, rows)
                         features, labels = template.cut(frames[:n])
                         self._expect_labels(labels is not None, base + pos)
                         self.frames.records_done += n
                         self.frames.frames_seen += n
                         self.fast_records += n
-                        blocks.append(self._finish_block(Minibatch(features, labels), base + pos))
+                        blocks.append(self._finish_block(Minibatch(features, labels), self.records))
                         pos += n * template.stride
                         continue
             if self._sparse_seen and not self.frames.in_split and pos % 4 == 0 and self._sparse_backoff.ready():
@@ -292,7 +293,7 @@ class RecordDecoder:
                         fix="The file was cut short or the length field is corrupt; re-create it",
                     )
                 if pos == 0 or frame_len > len(buf):
-                    return self._flush(blocks, rows, base + pos), pos, frame_len
+                    return self._flush(blocks, rows), pos, frame_len
                 break
             payload = bytes(view[pos + HEADER.size : pos + HEADER.size + length])
             record = self.frames.frame(payload, flag, base + pos)
@@ -303,11 +304,13 @@ class RecordDecoder:
                     self._offer_template(bytes(view[pos : pos + frame_len]), payload)
                 self._sparse_seen |= self.fast_paths and not dense
             pos += min(frame_len, end - pos)
-        return self._flush(blocks, rows, base + pos), pos, 0
+        return self._flush(blocks, rows), pos, 0
 
-    def _flush(self, blocks: list[Minibatch], rows: _RowCollector, offset: int) -> list[Minibatch]:
+    def _flush(self, blocks: list[Minibatch], rows: _RowCollector) -> list[Minibatch]:
+        """``blocks`` with the rows collected on the general path appended as one block."""
         if len(rows):
-            blocks.append(self._finish_block(rows.flush(self.feature_dim), offset))
+            records_after = rows.records_after
+            blocks.append(self._finish_block(rows.flush(self.feature_dim), records_after))
         return blocks
 
     def _sparse_run(self, buf: np.ndarray, pos: int, end: int, base: int, rows: _RowCollector,
@@ -322,8 +325,7 @@ class RecordDecoder:
             self._sparse_window = min(self._sparse_window * 4, self._MAX_WINDOW)
         else:
             self._sparse_window = max(self._MIN_WINDOW, run.nbytes * 2)
-        if len(rows):
-            blocks.append(self._finish_block(rows.flush(self.feature_dim), base + pos))
+        self._flush(blocks, rows)
         self.feature_dim = run.feature_dim
         self._expect_labels(run.labels is not None, base + pos)
         self.frames.records_done += count
@@ -331,7 +333,7 @@ class RecordDecoder:
         self.fast_records += count
         self.fast_sparse_records += count
         block = Minibatch(sorted_csr(run.data, run.indices, run.indptr, count, run.feature_dim), run.labels)
-        blocks.append(self._finish_block(block, base + pos))
+        blocks.append(self._finish_block(block, self.records))
         return run.nbytes
 
     def _offer_template(self, frame: bytes, payload: bytes) -> None:
@@ -389,10 +391,12 @@ class RecordDecoder:
                 raise DataError(f"label must hold exactly one value, found {len(label_values)}", **where)
             label = float(label_values[0])
         self._expect_labels(label is not None, offset)
-        rows.add(values, keys, label)
+        rows.add(values, keys, label, self.records)
         return keys is None
 
-    def _finish_block(self, block: Minibatch, offset: int) -> Minibatch:
+    def _finish_block(self, block: Minibatch, records_after: int) -> Minibatch:
+        """``block`` after the finiteness checks; ``records_after`` = the stream's record count
+        after its last row (the decoder's own count may already include a bad record after it)."""
         if self.check_finite:
             data = block.features.data if block.is_sparse else block.features
             # A sum is finite unless some value is NaN/inf (or it overflows: then look closer).
@@ -402,13 +406,13 @@ class RecordDecoder:
                 row = _first_bad_row(block)
                 raise DataError(
                     "NaN or infinity in features",
-                    source=self.source, record=self.records - block.size + row,
+                    source=self.source, record=records_after - block.size + row,
                     fix="Remove or impute non-finite values before training",
                 )
             if block.labels is not None and not np.isfinite(block.labels).all():
                 row = int(np.argmin(np.isfinite(block.labels)))
                 raise DataError("NaN or infinity in label", source=self.source,
-                                record=self.records - block.size + row)
+                                record=records_after - block.size + row)
         return block
 
     def finish(self, offset: int) -> None:

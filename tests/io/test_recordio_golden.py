@@ -142,3 +142,21 @@ def test_our_golden_files_are_reproducible():
     assert set(built) == set(CORRUPT) | {"dmlc_split.pbr"}
     for name, data in built.items():
         assert (DATA / name).read_bytes() == data, name
+
+
+@pytest.mark.parametrize("fast_paths", [True, False])
+def test_nan_record_before_a_corrupt_one_is_reported_first(fast_paths):
+    """The rows before a bad record are checked and returned first: a NaN in record 1 is the
+    error (naming record 1), though record 2 is corrupt and in the same buffer."""
+    from pipealgos.io import write_dense
+
+    out = io.BytesIO()
+    write_dense(out, np.array([[1.0, 2.0], [np.nan, 3.0], [4.0, 5.0]], dtype=np.float32))
+    data = bytearray(out.getvalue())
+    third = 2 * (len(data) // 3)
+    data[third + 8] = 0xFF  # record 2's payload no longer parses as a Record
+    decoder = RecordDecoder("test", fast_paths=fast_paths)
+    with pytest.raises(DataError) as caught:
+        list(decode_stream(io.BytesIO(bytes(data)), decoder, 1 << 16))
+    assert caught.value.problem == "NaN or infinity in features"
+    assert caught.value.record == 1

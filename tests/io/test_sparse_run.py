@@ -22,17 +22,13 @@ from pipealgos.io.writer import write_sparse
 
 
 def decode_or_error(data: bytes, buffer_size: int, fast_paths: bool):
-    """(the records as one minibatch, or None when there are none, or the error's problem;
-    records on the sparse fast path).
-
-    Only the problem of an error is compared, not the record it names: the general path
-    itself names record k + 1 for a NaN in record k when record k + 1 is corrupt and both fall
-    in one block (its record count has moved on when the block's NaN check runs)."""
+    """(the records as one minibatch, or None when there are none, or the error's problem and
+    the record it names; records on the sparse fast path)."""
     decoder = RecordDecoder("test", fast_paths=fast_paths)
     try:
         blocks = list(decode_stream(io.BytesIO(data), decoder, buffer_size))
     except DataError as exc:
-        return exc.problem, decoder.fast_sparse_records
+        return f"{exc.problem} (record {exc.record})", decoder.fast_sparse_records
     return concat(blocks) if blocks else None, decoder.fast_sparse_records
 
 
