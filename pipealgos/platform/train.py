@@ -115,7 +115,10 @@ def leave_a_core_for_the_reader(device: torch.device) -> int:
     ``PIPEALGOS_COMPUTE_THREADS`` overrides the count. Returns the count in use."""
     configured = os.environ.get("PIPEALGOS_COMPUTE_THREADS")
     if configured:
-        torch.set_num_threads(max(1, int(configured)))
+        if not configured.isdigit() or int(configured) < 1:
+            raise ConfigError(f"PIPEALGOS_COMPUTE_THREADS={configured!r} is not a thread count; "
+                              "set it to a whole number >= 1, or unset it to leave one core to the reader")
+        torch.set_num_threads(int(configured))
     elif device.type == "cpu":
         torch.set_num_threads(max(1, torch.get_num_threads() - 1))
     return torch.get_num_threads()

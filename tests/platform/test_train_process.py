@@ -75,3 +75,12 @@ def test_cpu_training_leaves_a_core_to_the_reader_thread(tmp_path):
     assert _logged_threads(tmp_path / "a", {}) == str(max(1, int(default) - 1))
     assert _logged_threads(tmp_path / "b", {"OMP_NUM_THREADS": "1"}) == "1"
     assert _logged_threads(tmp_path / "c", {"OMP_NUM_THREADS": "1", "PIPEALGOS_COMPUTE_THREADS": "3"}) == "3"
+
+
+def test_bad_compute_threads_setting_fails_with_a_clear_message(tmp_path):
+    root = make_ml_root(tmp_path, HP, {"train": {"TrainingInputMode": "File"}})
+    write_channel_files(root, "train", [recordio_bytes(np.ones((40, 5), np.float32))])
+    env = {**os.environ, "PIPEALGOS_ALGORITHM": "pca", "PIPEALGOS_COMPUTE_THREADS": "two"}
+    done = subprocess.run([TRAIN, "--ml-root", str(root)], env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1
+    assert "PIPEALGOS_COMPUTE_THREADS='two' is not a thread count" in (root / "output" / "failure").read_text()
