@@ -73,7 +73,7 @@ def make_data(rows: int, seed: int = 0):
 
 def train_once(algorithm: str, raw: dict, channels: ArrayChannels, device: torch.device):
     spec = ALGORITHMS[algorithm]
-    params = spec.params_type.from_dict(spec.schema.parse(raw))
+    params = spec.schema.build(raw)
     ctx = TrainingContext(channels=channels, report=QuietReport(), device=device)
     if device.type == "cuda":
         torch.cuda.synchronize()

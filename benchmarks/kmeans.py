@@ -38,9 +38,11 @@ import torch
 
 import _results
 from pipealgos.algorithms import kmeans
-from pipealgos.algorithms.base import TrainingContext, pick_device
+from pipealgos.algorithms.base import TrainingContext
+from pipealgos.algorithms.tensors import pick_device
 from pipealgos.io import write_dense
 from pipealgos.platform.channels import JobChannels
+from pipealgos.platform.registry import ALGORITHMS
 from pipealgos.platform.config import ChannelConfig, MLRoot
 from pipealgos.platform.metrics import MetricsReporter
 from pipealgos.platform.train import leave_a_core_for_the_reader
@@ -72,12 +74,12 @@ def write_channel(x: np.ndarray, root: Path) -> None:
 
 
 def channels(root: Path) -> JobChannels:
-    return JobChannels(MLRoot(root), {"train": ChannelConfig("train", "File")}, default_label_size=0)
+    return JobChannels(MLRoot(root), {"train": ChannelConfig("train", "File")}, ALGORITHMS["kmeans"])
 
 
 def run_ours(root: Path, k: int, seed: int = 0) -> tuple[float, np.ndarray]:
     ctx = TrainingContext(channels(root), MetricsReporter("algo-1", io.StringIO()), device=pick_device(), seed=seed)
-    params = kmeans.KMeansParams(feature_dim=FEATURES, k=k, mini_batch_size=BATCH)
+    params = ALGORITHMS["kmeans"].schema.build({"feature_dim": FEATURES, "k": k, "mini_batch_size": BATCH})
     started = time.perf_counter()
     model = kmeans.train(params, ctx)
     return time.perf_counter() - started, model.centroids

@@ -1,15 +1,20 @@
 """What an algorithm is given and what it gives back. No paths, no config files.
 
-The platform builds a :class:`TrainingContext` (channels as minibatch iterators, a metric
-reporter, the distributed topology and the torch device) and calls the algorithm's
-``train(params, context)``; the algorithm returns a model object that can turn itself into
-named numpy arrays (:meth:`Model.to_arrays`) and back, and predict on a feature matrix.
+The platform builds a :class:`TrainingContext` (channels as minibatch iterators or raw files, a
+metric reporter, the distributed topology, the torch device and the seed) and calls the
+algorithm's ``train(params, context)``. ``params`` is the algorithm's hyperparameters as a
+frozen dataclass derived from its schema (``platform/schemas``): one attribute per declared
+hyperparameter, typed and validated, ``"auto"`` where the user left the choice to the
+algorithm. The algorithm records what each ``auto`` became with :meth:`TrainingContext.resolve`
+and returns a model object (:class:`Model`) that turns itself into named numpy arrays and back
+and predicts on a feature matrix.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
@@ -18,14 +23,22 @@ import torch
 from pipealgos.io import Minibatch
 from pipealgos.io.minibatch import Features
 
+from .tensors import to_torch
+
+Params = Any  # an algorithm's hyperparameters: the dataclass its schema derives (see module doc)
+
 
 class Channels(Protocol):
-    """The job's data channels, as minibatches."""
+    """The job's data channels: decoded minibatches, or the files of a raw (``text/plain``) channel."""
 
     def names(self) -> set[str]: ...
 
     def minibatches(self, channel: str, epoch: int, batch_size: int, feature_dim: int | None = None) -> Iterator[Minibatch]:
         """One pass (epoch ``epoch``, counted from 0) over ``channel``."""
+        ...
+
+    def files(self, channel: str) -> list[Path]:
+        """The files of a raw channel (File mode), sorted."""
         ...
 
 
@@ -43,7 +56,12 @@ class Reporter(Protocol):
 
 @dataclass
 class TrainingContext:
-    """Everything an algorithm may use while training."""
+    """Everything an algorithm may use while training.
+
+    ``sparse_input``: the algorithm declared that it handles sparse minibatches, so
+    :meth:`tensor` keeps CSR features sparse (a torch sparse CSR tensor) instead of densifying.
+    ``resolved``: what each ``auto`` hyperparameter (or data-dependent default) became, filled
+    by :meth:`resolve` and stored in the model's manifest."""
 
     channels: Channels
     report: Reporter
@@ -52,6 +70,8 @@ class TrainingContext:
     device: torch.device = torch.device("cpu")
     seed: int = 0
     tuning_job: bool = False  # one trial of a hyperparameter tuning job (_tuning_objective_metric set)
+    sparse_input: bool = False
+    resolved: dict[str, Any] = field(default_factory=dict)
 
     @property
     def is_leader(self) -> bool:
@@ -61,14 +81,32 @@ class TrainingContext:
     def distributed(self) -> bool:
         return self.world_size > 1
 
+    def resolve(self, name: str, value: Any) -> Any:
+        """Record that hyperparameter ``name`` took ``value`` (a JSON value); returns it."""
+        self.resolved[name] = value
+        return value
+
+    def tensor(self, features: Features, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        """A minibatch's features on the training device: sparse input stays sparse when the
+        algorithm declared it handles it, otherwise it is densified."""
+        return to_torch(features, self.device, dtype, keep_sparse=self.sparse_input)
+
 
 class Model(Protocol):
-    """A trained model: serialisable as named arrays, and able to predict."""
+    """A trained model: serialisable as named arrays, and able to predict.
+
+    ``feature_dim`` is the input width the model takes; the server checks every request
+    against it. ``from_arrays`` receives the stored hyperparameters with every ``auto``
+    resolved (as the training job recorded them), so a model behaves the same whatever
+    later defaults say."""
+
+    @property
+    def feature_dim(self) -> int: ...
 
     def to_arrays(self) -> dict[str, np.ndarray]: ...
 
     @classmethod
-    def from_arrays(cls, arrays: dict[str, np.ndarray], params: dict[str, Any]) -> "Model": ...
+    def from_arrays(cls, arrays: dict[str, np.ndarray], hyperparameters: dict[str, Any]) -> "Model": ...
 
     def predict(self, features: Features) -> dict[str, np.ndarray]:
         """Outputs by response key, each with one row per input row."""
@@ -82,17 +120,3 @@ def report_test_channel(ctx: TrainingContext, evaluate: Callable[[], None]) -> N
         ctx.report.info("Test data is not provided.")
     elif ctx.is_leader:
         evaluate()
-
-
-def pick_device() -> torch.device:
-    """CUDA when available, else CPU."""
-    return torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
-
-
-def to_torch(features: Features, device: torch.device, dtype: torch.dtype = torch.float32) -> torch.Tensor:
-    """A minibatch's features as a dense torch tensor on ``device``."""
-    if isinstance(features, np.ndarray):
-        array = features
-    else:
-        array = features.toarray()
-    return torch.from_numpy(np.ascontiguousarray(array)).to(device=device, dtype=dtype)

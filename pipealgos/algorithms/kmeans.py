@@ -56,7 +56,8 @@ import torch
 from pipealgos.io import DataError
 from pipealgos.io.minibatch import Features
 
-from .base import TrainingContext, report_test_channel, to_torch
+from .base import Params, TrainingContext, report_test_channel
+from .collectives import all_reduce
 from .nearest_center import NearestCenter
 
 NAME = "kmeans"
@@ -65,37 +66,16 @@ AUTO_LOCAL_LLOYD_NUM_TRIALS = 10
 SYNC_EVERY = 10  # minibatches each host streams between two multi-host merges
 
 
-@dataclass(frozen=True)
-class KMeansParams:
-    feature_dim: int
-    k: int
-    mini_batch_size: int = 5000
-    epochs: int = 1
-    init_method: str = "random"
-    extra_center_factor: int | str = "auto"
-    local_lloyd_init_method: str = "kmeans++"
-    local_lloyd_max_iter: int = 300
-    local_lloyd_num_trials: int | str = "auto"
-    local_lloyd_tol: float = 0.0001
-    half_life_time_size: int = 0
-    eval_metrics: tuple[str, ...] = ("msd",)
+def center_factor(params: Params) -> int:
+    """``extra_center_factor``, its ``auto`` resolved."""
+    factor = params.extra_center_factor
+    return AUTO_EXTRA_CENTER_FACTOR if factor == "auto" else int(factor)
 
-    @property
-    def center_factor(self) -> int:
-        factor = self.extra_center_factor
-        return AUTO_EXTRA_CENTER_FACTOR if factor == "auto" else int(factor)
 
-    @property
-    def num_trials(self) -> int:
-        trials = self.local_lloyd_num_trials
-        return AUTO_LOCAL_LLOYD_NUM_TRIALS if trials == "auto" else int(trials)
-
-    @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> "KMeansParams":
-        kwargs = {k: values[k] for k in cls.__dataclass_fields__ if k in values}
-        if "eval_metrics" in kwargs:
-            kwargs["eval_metrics"] = tuple(kwargs["eval_metrics"])
-        return cls(**kwargs)
+def num_trials(params: Params) -> int:
+    """``local_lloyd_num_trials``, its ``auto`` resolved."""
+    trials = params.local_lloyd_num_trials
+    return AUTO_LOCAL_LLOYD_NUM_TRIALS if trials == "auto" else int(trials)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -267,21 +247,16 @@ class StreamingCenters:
     def merge(self, active: bool) -> bool:
         """Add up, over all hosts, the mass each gained since the last merge (an all-reduce);
         returns whether any host still has data this epoch."""
-        import torch.distributed as dist
-
         count0, sums0, sq0 = self._snapshot
         own = self._decay(self.points)
-        flat = torch.cat([
-            (self.count - own * count0), (self.sums - own * sums0).ravel(), (self.sq - own * sq0),
-            torch.tensor([float(self.points), float(active)], dtype=torch.float64, device=self.count.device),
-        ])
-        dist.all_reduce(flat)
-        K, d = self.sums.shape
-        total_points, any_active = flat[-2].item(), flat[-1].item() > 0
+        progress = torch.tensor([float(self.points), float(active)], dtype=torch.float64, device=self.count.device)
+        count, sums, sq, progress = all_reduce(
+            [self.count - own * count0, self.sums - own * sums0, self.sq - own * sq0, progress], self.count.device)
+        total_points, any_active = progress[0].item(), progress[1].item() > 0
         everyone = self._decay(int(total_points))
-        self.count = everyone * count0 + flat[:K]
-        self.sums = everyone * sums0 + flat[K : K + K * d].view(K, d)
-        self.sq = everyone * sq0 + flat[K + K * d : -2]
+        self.count = everyone * count0 + count
+        self.sums = everyone * sums0 + sums
+        self.sq = everyone * sq0 + sq
         self.points = 0
         self._snapshot = self._mass()
         self._refresh()
@@ -304,12 +279,12 @@ class Reduction:
     loss: float  # Σ_j n_j ‖c_j − nearest centroid‖²
 
 
-def lloyd(points: torch.Tensor, weights: torch.Tensor, k: int, params: KMeansParams,
+def lloyd(points: torch.Tensor, weights: torch.Tensor, k: int, params: Params,
           rng: np.random.Generator, log=None) -> Reduction:
-    """Weighted Lloyd from K points to k centroids, best of ``params.num_trials`` runs."""
+    """Weighted Lloyd from K points to k centroids, best of ``num_trials(params)`` runs."""
     best: Reduction | None = None
     total_weight = float(weights.sum()) or 1.0
-    for trial in range(params.num_trials):
+    for trial in range(num_trials(params)):
         centroids = seed_centers(points, k, params.local_lloyd_init_method, rng, weights)
         previous = None
         for _ in range(params.local_lloyd_max_iter):
@@ -341,11 +316,15 @@ class KMeansModel:
 
     centroids: np.ndarray
 
+    @property
+    def feature_dim(self) -> int:
+        return self.centroids.shape[1]
+
     def to_arrays(self) -> dict[str, np.ndarray]:
         return {"centroids": self.centroids.astype(np.float32)}
 
     @classmethod
-    def from_arrays(cls, arrays: dict[str, np.ndarray], params: dict[str, Any] | None = None) -> "KMeansModel":
+    def from_arrays(cls, arrays: dict[str, np.ndarray], hyperparameters: dict[str, Any] | None = None) -> "KMeansModel":
         return cls(arrays["centroids"])
 
     def predict(self, features: Features) -> dict[str, np.ndarray]:
@@ -363,15 +342,15 @@ class KMeansModel:
 # Training
 
 
-def _batches(ctx: TrainingContext, epoch: int, params: KMeansParams) -> Iterator[torch.Tensor]:
+def _batches(ctx: TrainingContext, epoch: int, params: Params) -> Iterator[torch.Tensor]:
     for batch in ctx.channels.minibatches("train", epoch, params.mini_batch_size, params.feature_dim):
-        yield to_torch(batch.features, ctx.device)
+        yield ctx.tensor(batch.features)
 
 
-def _initial_centers(ctx: TrainingContext, params: KMeansParams, batches: Iterator[torch.Tensor],
+def _initial_centers(ctx: TrainingContext, params: Params, batches: Iterator[torch.Tensor],
                      rng: np.random.Generator) -> tuple[torch.Tensor, list[torch.Tensor]]:
     """The K initial centers (identical on every host) and the minibatches read to choose them."""
-    wanted = params.k * params.center_factor
+    wanted = params.k * center_factor(params)
     buffered: list[torch.Tensor] = []
     rows = 0
     for x in batches:
@@ -382,9 +361,7 @@ def _initial_centers(ctx: TrainingContext, params: KMeansParams, batches: Iterat
     rows_by_host = torch.zeros(ctx.world_size, dtype=torch.float64, device=ctx.device)
     rows_by_host[ctx.rank] = rows
     if ctx.distributed:
-        import torch.distributed as dist
-
-        dist.all_reduce(rows_by_host)
+        rows_by_host, = all_reduce([rows_by_host], ctx.device)
     chooser = int(rows_by_host.argmax())
     available = int(rows_by_host[chooser])
     if available < params.k:
@@ -419,16 +396,19 @@ def _stream(state: StreamingCenters, batches: Iterable[torch.Tensor], distribute
             return seen
 
 
-def _log_auto(params: KMeansParams, ctx: TrainingContext) -> None:
+def _resolve_auto(params: Params, ctx: TrainingContext) -> None:
+    """Log what each ``auto`` became (the real container's lines) and record it for the manifest."""
     if params.extra_center_factor == "auto":
-        ctx.report.info(f"'extra_center_factor' was set to 'auto', evaluated to {params.center_factor}.")
+        ctx.report.info(f"'extra_center_factor' was set to 'auto', evaluated to {center_factor(params)}.")
     if params.local_lloyd_num_trials == "auto":
-        ctx.report.info(f"'local_lloyd_num_trials' was set to 'auto', evaluated to {params.num_trials}.")
+        ctx.report.info(f"'local_lloyd_num_trials' was set to 'auto', evaluated to {num_trials(params)}.")
+    ctx.resolve("extra_center_factor", center_factor(params))
+    ctx.resolve("local_lloyd_num_trials", num_trials(params))
 
 
-def train(params: KMeansParams, ctx: TrainingContext) -> KMeansModel:
+def train(params: Params, ctx: TrainingContext) -> KMeansModel:
     """Stream ``epochs`` passes over ``train``, merge hosts, reduce to k, report metrics."""
-    _log_auto(params, ctx)
+    _resolve_auto(params, ctx)
     init_rng, lloyd_rng = np.random.default_rng(ctx.seed).spawn(2)
     first = _batches(ctx, 0, params)
     initial, buffered = _initial_centers(ctx, params, first, init_rng)
@@ -446,11 +426,11 @@ def train(params: KMeansParams, ctx: TrainingContext) -> KMeansModel:
     return model
 
 
-def _reduce(state: StreamingCenters, params: KMeansParams, ctx: TrainingContext, rng: np.random.Generator,
+def _reduce(state: StreamingCenters, params: Params, ctx: TrainingContext, rng: np.random.Generator,
             records: int) -> torch.Tensor:
     """The Lloyd reduction and the ``train`` metrics (the leader's lines)."""
     if ctx.distributed:
-        records = int(_sum_over_hosts(records, ctx))
+        records = int(all_reduce([np.array([float(records)])], ctx.device)[0][0])
     log = ctx.report.info if ctx.is_leader else None
     centers = state.centers()
     if log:
@@ -464,21 +444,13 @@ def _reduce(state: StreamingCenters, params: KMeansParams, ctx: TrainingContext,
     return best.centroids
 
 
-def _sum_over_hosts(value: float, ctx: TrainingContext) -> float:
-    import torch.distributed as dist
-
-    total = torch.tensor([float(value)], dtype=torch.float64, device=ctx.device)
-    dist.all_reduce(total)
-    return float(total.item())
-
-
-def _report_test(model: KMeansModel, params: KMeansParams, ctx: TrainingContext) -> None:
+def _report_test(model: KMeansModel, params: Params, ctx: TrainingContext) -> None:
     """``test msd`` / ``test ssd``: squared distance of each test record to its nearest centroid."""
     centroids = torch.from_numpy(model.centroids.astype(np.float64)).to(ctx.device)
     norms = (centroids * centroids).sum(1)
     ssd, count = 0.0, 0
     for batch in ctx.channels.minibatches("test", 0, params.mini_batch_size, params.feature_dim):
-        x = to_torch(batch.features, ctx.device, torch.float64)
+        x = ctx.tensor(batch.features, torch.float64)
         ssd += float(squared_distances(x, centroids, norms).min(1).values.sum())
         count += batch.size
     if not count:

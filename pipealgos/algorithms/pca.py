@@ -29,28 +29,17 @@ import torch
 from pipealgos.io import DataError
 from pipealgos.io.minibatch import Features
 
-from .base import TrainingContext, report_test_channel, to_torch
+from .base import Params, TrainingContext, report_test_channel
+from .collectives import all_reduce
+from .tensors import to_torch
 
 NAME = "pca"
 
 
-@dataclass(frozen=True)
-class PCAParams:
-    feature_dim: int
-    num_components: int
-    mini_batch_size: int
-    algorithm_mode: str = "regular"
-    subtract_mean: bool = True
-    extra_components: int = -1
-
-    @property
-    def sketch_size(self) -> int:
-        extra = self.extra_components
-        return self.num_components + (max(10, self.num_components) if extra == -1 else extra)
-
-    @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> "PCAParams":
-        return cls(**{k: values[k] for k in cls.__dataclass_fields__ if k in values})
+def sketch_size(params: Params) -> int:
+    """ℓ of randomized mode: num_components + extra_components (−1 ⇒ max(10, num_components))."""
+    extra = params.extra_components
+    return params.num_components + (max(10, params.num_components) if extra == -1 else extra)
 
 
 @dataclass
@@ -68,11 +57,11 @@ class PCAStats:
     batches: int = field(default=0, compare=False)
 
     @classmethod
-    def empty(cls, params: PCAParams) -> "PCAStats":
+    def empty(cls, params: Params) -> "PCAStats":
         d = params.feature_dim
         if params.algorithm_mode == "regular":
             return cls(0, np.zeros(d), gram=np.zeros((d, d)))
-        ell = params.sketch_size
+        ell = sketch_size(params)
         return cls(0, np.zeros(d), sketch=np.zeros((ell, d)), sketch_ones=np.zeros(ell))
 
     def merge(self, other: "PCAStats") -> "PCAStats":
@@ -103,7 +92,7 @@ class PCAAccumulator:
     are unchanged. Two to three times less work per row than a float64 product, and no
     float64 copy of the minibatch. Sparse minibatches are summed exactly, in float64."""
 
-    def __init__(self, params: PCAParams, device: torch.device, seed: int = 0) -> None:
+    def __init__(self, params: Params, device: torch.device, seed: int = 0) -> None:
         self.params = params
         self.device = device
         self.stats = PCAStats.empty(params)
@@ -125,7 +114,7 @@ class PCAAccumulator:
             csr = features.astype(np.float64)
             stats.gram += (csr.T @ csr).toarray()
         else:
-            signs = self._rng.integers(0, 2, size=(self.params.sketch_size, features.shape[0])) * 2.0 - 1.0
+            signs = self._rng.integers(0, 2, size=(sketch_size(self.params), features.shape[0])) * 2.0 - 1.0
             if sp.issparse(features):
                 stats.sketch += np.asarray((features.T.astype(np.float64) @ signs.T).T)
             else:
@@ -167,6 +156,10 @@ class PCAModel:
     v: np.ndarray
     mean: np.ndarray | None
 
+    @property
+    def feature_dim(self) -> int:
+        return self.v.shape[0]
+
     def to_arrays(self) -> dict[str, np.ndarray]:
         arrays = {"s": self.s.astype(np.float32), "v": self.v.astype(np.float32)}
         if self.mean is not None:
@@ -174,7 +167,7 @@ class PCAModel:
         return arrays
 
     @classmethod
-    def from_arrays(cls, arrays: dict[str, np.ndarray], params: dict[str, Any] | None = None) -> "PCAModel":
+    def from_arrays(cls, arrays: dict[str, np.ndarray], hyperparameters: dict[str, Any] | None = None) -> "PCAModel":
         return cls(arrays["s"], arrays["v"], arrays.get("mean"))
 
     def predict(self, features: Features) -> dict[str, np.ndarray]:
@@ -193,7 +186,7 @@ def _normalise_signs(v: np.ndarray) -> np.ndarray:
     return v * signs
 
 
-def finalize(stats: PCAStats, params: PCAParams) -> PCAModel:
+def finalize(stats: PCAStats, params: Params) -> PCAModel:
     """The model from merged statistics."""
     if stats.n == 0:
         raise DataError("the train channel holds no records", channel="train",
@@ -211,25 +204,15 @@ def finalize(stats: PCAStats, params: PCAParams) -> PCAModel:
         if params.subtract_mean:
             sketch = sketch - np.outer(stats.sketch_ones, mean)
         _, singular, vt = np.linalg.svd(sketch, full_matrices=False)  # descending
-        s = (singular[:k] / np.sqrt(params.sketch_size))[::-1]
+        s = (singular[:k] / np.sqrt(sketch_size(params)))[::-1]
         v = vt[:k].T[:, ::-1]
     return PCAModel(np.ascontiguousarray(s), np.ascontiguousarray(_normalise_signs(v)),
                     mean[None, :] if params.subtract_mean else None)
 
 
-def _all_reduce(stats: PCAStats, device: torch.device) -> PCAStats:
-    import torch.distributed as dist
-
-    flat = torch.from_numpy(np.concatenate([a.ravel() for a in stats.arrays()])).to(device)
-    dist.all_reduce(flat)
-    values = flat.cpu().numpy()
-    shapes = [a.shape for a in stats.arrays()]
-    parts, start = [], 0
-    for shape in shapes:
-        size = int(np.prod(shape))
-        parts.append(values[start : start + size].reshape(shape))
-        start += size
-    n, total, *rest = parts
+def _merge_hosts(stats: PCAStats, device: torch.device) -> PCAStats:
+    """The statistics of every host's rows (one all-reduce of the sums)."""
+    n, total, *rest = all_reduce(stats.arrays(), device)
     merged = PCAStats(int(round(n[0])), total)
     if stats.gram is not None:
         merged.gram = rest[0]
@@ -238,9 +221,11 @@ def _all_reduce(stats: PCAStats, device: torch.device) -> PCAStats:
     return merged
 
 
-def train(params: PCAParams, ctx: TrainingContext) -> PCAModel:
+def train(params: Params, ctx: TrainingContext) -> PCAModel:
     """Stream the train channel once, merge across hosts, decompose."""
     acc = PCAAccumulator(params, ctx.device, seed=ctx.seed + ctx.rank)
+    if params.algorithm_mode == "randomized":
+        ctx.resolve("extra_components", sketch_size(params) - params.num_components)
     started = time.perf_counter()
     for batch in ctx.channels.minibatches("train", 0, params.mini_batch_size, params.feature_dim):
         acc.add(batch.features)
@@ -250,14 +235,14 @@ def train(params: PCAParams, ctx: TrainingContext) -> PCAModel:
     if stats.n:
         ctx.report.throughput(stats.n / max(elapsed, 1e-9))
     if ctx.distributed:
-        stats = _all_reduce(stats, ctx.device)
+        stats = _merge_hosts(stats, ctx.device)
     model = finalize(stats, params)
     ctx.report.progress(100.0)
     report_test_channel(ctx, lambda: _report_test(model, params, ctx))
     return model
 
 
-def _report_test(model: PCAModel, params: PCAParams, ctx: TrainingContext) -> None:
+def _report_test(model: PCAModel, params: Params, ctx: TrainingContext) -> None:
     """Mean squared reconstruction error on the test channel (a pipealgos addition: the real
     container reports no PCA metric)."""
     total, count = 0.0, 0

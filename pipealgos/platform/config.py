@@ -55,14 +55,20 @@ class MLRoot:
 
 
 def _load_json(path: Path, required: bool):
-    if not path.exists():
+    if not path.exists() and not path.is_symlink():
         if required:
             raise ConfigError(f"{path} is missing: the platform writes it before `train` starts")
         return None
+    if not path.is_file():
+        raise ConfigError(f"{path} is not a file: the platform writes each config as a JSON file")
     try:
-        return json.loads(path.read_text())
+        return json.loads(path.read_bytes().decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path} is not UTF-8 text (byte {exc.start}): write it as UTF-8 JSON") from None
     except json.JSONDecodeError as exc:
         raise ConfigError(f"{path} is not valid JSON ({exc})") from None
+    except OSError as exc:
+        raise ConfigError(f"{path} cannot be read ({exc.strerror})") from None
 
 
 def read_hyperparameters(ml: MLRoot) -> dict[str, str]:
@@ -82,13 +88,14 @@ class ChannelConfig:
 
     Shape: ``{"train": {"ContentType": "text/csv;label_size=1", "TrainingInputMode": "Pipe",
     "S3DistributionType": "FullyReplicated", "RecordWrapperType": "None", "CompressionType": "Gzip"}}``;
-    SageMaker local mode writes only ``TrainingInputMode``, so every other key is optional.
+    SageMaker local mode writes only ``TrainingInputMode``, so every other key is optional;
+    ``distribution`` is None when the file states none.
     """
 
     name: str
     input_mode: str = "File"
     content_type: str | None = None
-    distribution: str = "FullyReplicated"
+    distribution: str | None = None
     record_wrapper: str = "None"
     compression: str = "None"
 
@@ -103,13 +110,17 @@ def read_input_data_config(ml: MLRoot) -> dict[str, ChannelConfig]:
     for name, entry in data.items():
         if not isinstance(entry, dict):
             raise ConfigError(f"inputdataconfig.json: channel '{name}' must be an object")
+        for key, value in entry.items():
+            if value is not None and not isinstance(value, str):
+                raise ConfigError(f"inputdataconfig.json: channel '{name}' has {key}={json.dumps(value)}; "
+                                  f"{key} must be a string (e.g. \"ContentType\": \"text/csv\")")
         channels[name] = ChannelConfig(
             name=name,
-            input_mode=entry.get("TrainingInputMode", "File"),
+            input_mode=entry.get("TrainingInputMode") or "File",
             content_type=entry.get("ContentType") or None,
-            distribution=entry.get("S3DistributionType", "FullyReplicated"),
-            record_wrapper=entry.get("RecordWrapperType", "None"),
-            compression=entry.get("CompressionType", "None"),
+            distribution=entry.get("S3DistributionType") or None,
+            record_wrapper=entry.get("RecordWrapperType") or "None",
+            compression=entry.get("CompressionType") or "None",
         )
     return channels
 

@@ -4,18 +4,29 @@ Every value arrives as a string (``hyperparameters.json``). Booleans are accepte
 case (``True``/``true``), lists as JSON (``'["msd", "ssd"]'``, the SDK's form) or comma
 lists (``msd,ssd``, the docs' form). Keys starting with ``_`` (``_tuning_objective_metric``,
 ``_kvstore``...) and the internal keys a schema names as ``ignored`` are accepted and
-dropped; any other unknown key is an error listing the valid names.
+dropped; any other unknown key is an error listing the valid names. Every problem of one
+request is reported in one :class:`HyperparameterError` (a typo and an out-of-range value
+together), not just the first.
+
+The schema is the only declaration of an algorithm's hyperparameters: :attr:`Schema.params_type`
+is a frozen dataclass derived from it (one field per parameter, in declaration order), and
+:meth:`Schema.to_params` builds the object an algorithm's ``train`` receives. A parameter added
+to the schema is therefore a field of the params object at once; nothing repeats the defaults.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+
 AUTO = "auto"
+FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
 class HyperparameterError(ValueError):
@@ -91,8 +102,10 @@ class Param:
                 raise ValueError(text)
             return int(number)
         if self.kind is float:
+            # Hyperparameters end up in float32 tensors and models: a value that is infinite
+            # there (inf, 1e39) is refused, not trained into a NaN/inf model.
             value = float(text)
-            if math.isnan(value):
+            if math.isnan(value) or abs(value) > FLOAT32_MAX:
                 raise ValueError(text)
             return value
         if self.kind is list:
@@ -116,8 +129,9 @@ class Param:
                     raise self._error(raw)
 
     def _error(self, raw: Any) -> HyperparameterError:
+        finite = " (finite in float32)" if self.kind is float else ""
         return HyperparameterError(
-            f"Hyperparameter '{self.name}' has invalid value {raw!r}: it must be {self.describe()}."
+            f"Hyperparameter '{self.name}' has invalid value {raw!r}: it must be {self.describe()}{finite}."
         )
 
 
@@ -145,11 +159,24 @@ class Schema:
     params: tuple[Param, ...]
     ignored: frozenset[str] = frozenset()
     checks: tuple[Callable[[dict], str | None], ...] = field(default=())
+    params_type: type = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         names = [p.name for p in self.params]
         if len(names) != len(set(names)):
             raise ValueError(f"duplicate hyperparameter in the {self.algorithm} schema")
+        class_name = "".join(part.capitalize() for part in self.algorithm.replace("_", "-").split("-")) + "Params"
+        derived = dataclasses.make_dataclass(class_name, [(name, Any) for name in names], frozen=True)
+        derived.__doc__ = f"The {self.algorithm} hyperparameters, typed (derived from its schema)."
+        object.__setattr__(self, "params_type", derived)
+
+    def to_params(self, values: Mapping[str, Any]) -> Any:
+        """The params object for typed ``values`` (the output of :meth:`parse`)."""
+        return self.params_type(**{p.name: values[p.name] for p in self.params})
+
+    def build(self, raw: Mapping[str, Any]) -> Any:
+        """``to_params(parse(raw))``: the params object straight from raw values."""
+        return self.to_params(self.parse(raw))
 
     @property
     def names(self) -> list[str]:
@@ -162,27 +189,29 @@ class Schema:
         raise KeyError(name)
 
     def parse(self, raw: Mapping[str, Any]) -> dict[str, Any]:
-        """Typed values for every declared hyperparameter (defaults filled in)."""
+        """Typed values for every declared hyperparameter (defaults filled in). Raises one
+        :class:`HyperparameterError` listing every problem found."""
         known = {p.name: p for p in self.params}
+        problems = []
         unknown = sorted(k for k in raw if k not in known and not k.startswith("_") and k not in self.ignored)
         if unknown:
-            raise HyperparameterError(
-                f"Unknown hyperparameter(s) for {self.algorithm}: {', '.join(repr(k) for k in unknown)}. "
-                f"Valid names: {', '.join(self.names)}."
-            )
+            problems.append(f"Unknown hyperparameter(s) for {self.algorithm}: {', '.join(repr(k) for k in unknown)}. "
+                            f"Valid names: {', '.join(self.names)}.")
         values: dict[str, Any] = {}
         for param in self.params:
             if param.name in raw and raw[param.name] is not None:
-                values[param.name] = param.convert(raw[param.name])
+                try:
+                    values[param.name] = param.convert(raw[param.name])
+                except HyperparameterError as exc:
+                    problems.append(str(exc))
             elif param.required:
-                raise HyperparameterError(
-                    f"Missing required hyperparameter '{param.name}' for {self.algorithm}: "
-                    f"set it to {param.describe()}."
-                )
+                problems.append(f"Missing required hyperparameter '{param.name}' for {self.algorithm}: "
+                                f"set it to {param.describe()}.")
             else:
                 values[param.name] = param.default
-        for check in self.checks:
-            message = check(values)
-            if message:
-                raise HyperparameterError(message)
+        if not problems:  # the cross-field rules assume every value is typed
+            problems = [message for message in (check(values) for check in self.checks) if message]
+        if problems:
+            raise HyperparameterError(" ".join(problems) if len(problems) == 1 else
+                                      f"{len(problems)} hyperparameter problems: " + " | ".join(problems))
         return values

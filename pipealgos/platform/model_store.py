@@ -1,8 +1,14 @@
 """The model artifact: named arrays in ``model_algo-1.npz`` plus ``manifest.json``. No pickle.
 
-``manifest.json`` = ``{"format": "pipealgos-model", "format_version": 1, "algorithm": "pca",
-"hyperparameters": {...typed values...}, "arrays_file": "model_algo-1.npz",
+``manifest.json`` = ``{"format": "pipealgos-model", "format_version": 2, "algorithm": "pca",
+"hyperparameters": {...typed values, "auto" where the user left it...},
+"resolved_hyperparameters": {...the same with every "auto" replaced by the value training used...},
+"feature_dim": 50, "arrays_file": "model_algo-1.npz",
 "arrays": {"v": {"shape": [50, 3], "dtype": "float32"}, ...}, "pipealgos_version": "0.1.0"}``.
+A model is rebuilt from its arrays and its *resolved* hyperparameters, so it behaves the same
+whatever later releases choose for ``auto``; ``feature_dim`` is the input width the model
+takes (requests are checked against it). Version 1 manifests (no resolved values, no width)
+still load: their hyperparameters stand in for the resolved ones.
 ``numpy.load(path, allow_pickle=False)`` reads the arrays with numpy alone.
 
 Saving is atomic: files are written into a temporary folder inside ``model/`` and moved into
@@ -26,7 +32,8 @@ import pipealgos
 
 MANIFEST = "manifest.json"
 FORMAT = "pipealgos-model"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+READABLE_VERSIONS = (1, 2)
 ARRAYS_FILE = "model_algo-1.npz"
 
 
@@ -40,12 +47,16 @@ class StoredModel:
     hyperparameters: dict[str, Any]
     arrays: dict[str, np.ndarray]
     manifest: dict[str, Any]
+    resolved_hyperparameters: dict[str, Any]
+    feature_dim: int | None
 
 
-def save_model(model_dir: Path, algorithm: str, hyperparameters: dict[str, Any], arrays: dict[str, np.ndarray]) -> Path:
-    """Write the model; only the leader host calls this. The arrays file is always
-    ``model_algo-1.npz``, as the built-ins' ``model_algo-1``, whatever the leader's host name
-    (SDK local mode names hosts ``algo-1-<random>``)."""
+def save_model(model_dir: Path, algorithm: str, hyperparameters: dict[str, Any], arrays: dict[str, np.ndarray],
+               resolved: dict[str, Any] | None = None, feature_dim: int | None = None) -> Path:
+    """Write the model; only the leader host calls this. ``resolved`` holds what each ``auto``
+    became (merged over ``hyperparameters``); ``feature_dim`` is the model's input width. The
+    arrays file is always ``model_algo-1.npz``, as the built-ins' ``model_algo-1``, whatever the
+    leader's host name (SDK local mode names hosts ``algo-1-<random>``)."""
     model_dir.mkdir(parents=True, exist_ok=True)
     arrays_name = ARRAYS_FILE
     manifest = {
@@ -53,6 +64,8 @@ def save_model(model_dir: Path, algorithm: str, hyperparameters: dict[str, Any],
         "format_version": FORMAT_VERSION,
         "algorithm": algorithm,
         "hyperparameters": hyperparameters,
+        "resolved_hyperparameters": {**hyperparameters, **(resolved or {})},
+        "feature_dim": feature_dim,
         "arrays_file": arrays_name,
         "arrays": {k: {"shape": list(v.shape), "dtype": str(v.dtype)} for k, v in arrays.items()},
         "pipealgos_version": pipealgos.__version__,
@@ -80,7 +93,7 @@ def load_model(model_dir: Path) -> StoredModel:
         manifest = json.loads(path.read_text())
     except json.JSONDecodeError as exc:
         raise ModelFormatError(f"{path} is not valid JSON ({exc})") from None
-    if manifest.get("format") != FORMAT or manifest.get("format_version") != FORMAT_VERSION:
+    if manifest.get("format") != FORMAT or manifest.get("format_version") not in READABLE_VERSIONS:
         raise ModelFormatError(f"{path}: unsupported model format {manifest.get('format')!r} "
                                f"version {manifest.get('format_version')!r}")
     with np.load(model_dir / manifest["arrays_file"], allow_pickle=False) as data:
@@ -88,4 +101,6 @@ def load_model(model_dir: Path) -> StoredModel:
     missing = set(manifest["arrays"]) - set(arrays)
     if missing:
         raise ModelFormatError(f"{model_dir}: arrays {sorted(missing)} named in the manifest are missing")
-    return StoredModel(manifest["algorithm"], manifest["hyperparameters"], arrays, manifest)
+    hyperparameters = manifest["hyperparameters"]
+    resolved = manifest.get("resolved_hyperparameters", hyperparameters)
+    return StoredModel(manifest["algorithm"], hyperparameters, arrays, manifest, resolved, manifest.get("feature_dim"))

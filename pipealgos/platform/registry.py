@@ -1,7 +1,12 @@
-"""The algorithms pipealgos knows: name, schema, train function, model class and response shape.
+"""The algorithms pipealgos knows, and what each one declares it can do.
 
-An algorithm joins by adding one :class:`AlgorithmSpec` to ``ALGORITHMS``; `train`, `serve`,
-the runner and the conformance suite all read this table.
+An algorithm joins by adding one :class:`AlgorithmSpec` to ``ALGORITHMS`` (or, in tests,
+:func:`register`). `train`, `serve`, the runner and the conformance checker
+(:mod:`pipealgos.testing`) read everything they need from the spec: which channels it takes
+and in which content types, the CSV label columns of each, the S3 distribution a channel must
+use, the devices it runs on, how many hosts, whether sparse input reaches it sparse, and the
+request types its server answers. Nothing in ``io/``, ``serve/`` or ``train.py`` names an
+algorithm.
 """
 
 from __future__ import annotations
@@ -10,39 +15,98 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from pipealgos.algorithms import kmeans, pca
-from pipealgos.algorithms import linear_learner
+from pipealgos.algorithms import kmeans, linear_learner, pca
 
 from .hyperparameters import Schema
 from .schemas import kmeans as kmeans_schema
 from .schemas import linear_learner as linear_learner_schema
 from .schemas import pca as pca_schema
 
+RECORDIO = "application/x-recordio-protobuf"
+CSV = "text/csv"
+TEXT = "text/plain"
+JSON = "application/json"
+JSONLINES = "application/jsonlines"
+
+RECORDIO_OR_CSV = (RECORDIO, CSV)
+ALL_REQUEST_TYPES = (JSON, JSONLINES, CSV, RECORDIO)
+SHARDED = "ShardedByS3Key"
+REPLICATED = "FullyReplicated"
+
+
+@dataclass(frozen=True)
+class ChannelRule:
+    """What an algorithm accepts on one channel.
+
+    ``content_types``: the MIME types it reads (aliases of RecordIO-protobuf count as it).
+    A channel whose only type is ``text/plain`` is *raw*: it is not decoded, the algorithm
+    gets its files (:meth:`Channels.files`). ``label_size``: the CSV label columns when the
+    content type names none. ``distribution``: the ``S3DistributionType`` the channel must use
+    when the job states one (None: either)."""
+
+    name: str
+    required: bool = False
+    content_types: tuple[str, ...] = RECORDIO_OR_CSV
+    label_size: int = 0
+    distribution: str | None = None
+
+    @property
+    def raw(self) -> bool:
+        return self.content_types == (TEXT,)
+
+
+@dataclass(frozen=True)
+class Conformance:
+    """How :func:`pipealgos.testing.check_algorithm` exercises the algorithm.
+
+    ``hyperparameters``: small settings for a fast job (strings, as SageMaker sends them).
+    ``planted``: the structure the checker plants in its data and scores the model on
+    (see :data:`pipealgos.testing.PLANTED`), and ``floor`` the least score accepted.
+    ``randomised``: the seed changes the model (two seeds must give two models).
+    ``minibatch_invariant``: the model does not depend on ``mini_batch_size`` (up to float
+    rounding)."""
+
+    hyperparameters: dict[str, str]
+    planted: str
+    floor: float
+    randomised: bool = True
+    minibatch_invariant: bool = False
+
 
 @dataclass(frozen=True)
 class AlgorithmSpec:
-    """``params_type.from_dict`` turns schema output into the algorithm's parameters;
-    ``response_key`` is the top-level JSON key of inference responses and ``outputs`` the
-    per-record output fields in response order (``model.predict`` returns each as an array:
+    """One algorithm. ``train(params, ctx)`` gets ``schema.to_params(values)`` and a
+    :class:`~pipealgos.algorithms.base.TrainingContext`, and returns a model object
+    (:class:`~pipealgos.algorithms.base.Model`); ``model_type.from_arrays`` rebuilds it for
+    serving. ``response_key`` is the top-level JSON key of inference responses and ``outputs``
+    the per-record output fields in response order (``model.predict`` returns each as an array:
     shape (n,) is a scalar per record, (n, k) a list per record)."""
 
     name: str
     schema: Schema
-    params_type: Any
     train: Callable
     model_type: Any
     response_key: str
     outputs: tuple[str, ...]
-    channels: tuple[str, ...] = ("train", "test")
-    required_channels: tuple[str, ...] = ("train",)
-    supervised: bool = False
+    channels: tuple[ChannelRule, ...]
+    conformance: Conformance
+    request_types: tuple[str, ...] = ALL_REQUEST_TYPES
+    devices: tuple[str, ...] = ("cpu", "cuda")
+    max_hosts: int | None = None
+    sparse_input: bool = False
     aliases: tuple[str, ...] = ()
-    conformance_hyperparameters: dict[str, str] = field(default_factory=dict)
+
+    def channel(self, name: str) -> ChannelRule | None:
+        return next((rule for rule in self.channels if rule.name == name), None)
 
     @property
-    def default_label_size(self) -> int:
-        """CSV ``label_size`` when the content type gives none."""
-        return 1 if self.supervised else 0
+    def channel_names(self) -> list[str]:
+        return [rule.name for rule in self.channels]
+
+    @property
+    def training_types(self) -> set[str]:
+        """Content types the ``train`` channel reads."""
+        return set(self.channel("train").content_types)
 
 
 ALGORITHMS: dict[str, AlgorithmSpec] = {
@@ -51,40 +115,44 @@ ALGORITHMS: dict[str, AlgorithmSpec] = {
         AlgorithmSpec(
             name=pca.NAME,
             schema=pca_schema.SCHEMA,
-            params_type=pca.PCAParams,
             train=pca.train,
             model_type=pca.PCAModel,
             response_key="projections",
             outputs=("projection",),
-            conformance_hyperparameters={"feature_dim": "6", "num_components": "3", "mini_batch_size": "50"},
+            channels=(ChannelRule("train", required=True), ChannelRule("test")),
+            sparse_input=True,
+            conformance=Conformance({"feature_dim": "6", "num_components": "2", "mini_batch_size": "50"},
+                                    planted="subspace", floor=0.95, randomised=False, minibatch_invariant=True),
         ),
         AlgorithmSpec(
             name=kmeans.NAME,
             schema=kmeans_schema.SCHEMA,
-            params_type=kmeans.KMeansParams,
             train=kmeans.train,
             model_type=kmeans.KMeansModel,
             response_key="predictions",
             outputs=("closest_cluster", "distance_to_cluster"),
-            conformance_hyperparameters={"feature_dim": "6", "k": "3", "mini_batch_size": "50", "epochs": "2",
-                                         "extra_center_factor": "4", "local_lloyd_num_trials": "2",
-                                         "eval_metrics": '["msd", "ssd"]', "force_dense": "True"},
+            channels=(ChannelRule("train", required=True), ChannelRule("test")),
+            conformance=Conformance({"feature_dim": "6", "k": "3", "mini_batch_size": "50", "epochs": "2",
+                                     "extra_center_factor": "4", "local_lloyd_num_trials": "2",
+                                     "eval_metrics": '["msd", "ssd"]', "force_dense": "True"},
+                                    planted="clusters", floor=0.9),
         ),
         AlgorithmSpec(
             name=linear_learner.NAME,
             schema=linear_learner_schema.SCHEMA,
-            params_type=linear_learner.LinearLearnerParams,
             train=linear_learner.train,
             model_type=linear_learner.LinearLearnerModel,
             response_key="predictions",
             # Regressors predict "score" only.
             outputs=("score", "predicted_label"),
-            channels=("train", "validation", "test"),
-            supervised=True,
+            channels=(ChannelRule("train", required=True, label_size=1),
+                      ChannelRule("validation", label_size=1, distribution=REPLICATED),
+                      ChannelRule("test", label_size=1)),
             aliases=("linear_learner", "linear-learner"),
-            conformance_hyperparameters={"predictor_type": "binary_classifier", "feature_dim": "6",
-                                         "mini_batch_size": "50", "epochs": "3", "num_models": "4",
-                                         "num_point_for_scaler": "100"},
+            conformance=Conformance({"predictor_type": "binary_classifier", "feature_dim": "6",
+                                     "mini_batch_size": "50", "epochs": "3", "num_models": "4",
+                                     "num_point_for_scaler": "100"},
+                                    planted="labels", floor=0.9),
         ),
     )
 }
@@ -92,6 +160,19 @@ ALGORITHMS: dict[str, AlgorithmSpec] = {
 
 class UnknownAlgorithm(ValueError):
     pass
+
+
+def register(spec: AlgorithmSpec) -> None:
+    """Add an algorithm (tests register algorithms of their own this way)."""
+    if spec.name in ALGORITHMS:
+        raise ValueError(f"an algorithm named {spec.name!r} is already registered")
+    if spec.channel("train") is None:
+        raise ValueError(f"{spec.name}: every algorithm declares a 'train' channel")
+    ALGORITHMS[spec.name] = spec
+
+
+def unregister(name: str) -> None:
+    ALGORITHMS.pop(name, None)
 
 
 def get_algorithm(name: str) -> AlgorithmSpec:

@@ -1,9 +1,13 @@
 """`train`: one host's training job under the SageMaker container contract.
 
-Reads ``input/config/*.json``, resolves the algorithm and its hyperparameters, streams the
-channels, writes the model atomically to ``model/`` (the leader only), and prints metric
-lines. Any error writes a one-paragraph reason to ``output/failure`` and exits non-zero,
-leaving no model; SIGTERM (StopTrainingJob, MaxRuntimeInSeconds) does the same promptly.
+Reads ``input/config/*.json``, resolves the algorithm and its hyperparameters, checks the
+channels and hosts against what the algorithm declares (:mod:`.registry`), picks the device it
+runs on, streams the channels, writes the model atomically to ``model/`` (the leader only,
+with the resolved value of every ``auto`` and the model's input width in its manifest), and
+prints metric lines. Any error writes a one-paragraph reason to ``output/failure`` and exits
+non-zero, leaving no model; SIGTERM (StopTrainingJob, MaxRuntimeInSeconds) does the same
+promptly, and SIGTERMs arriving after the first are ignored while the job winds down. A
+``failure`` file left in a reused ML root by an earlier run is removed at start.
 """
 
 from __future__ import annotations
@@ -14,12 +18,14 @@ import sys
 import time
 import traceback
 
+import numpy as np
 import torch
 
-from pipealgos.algorithms.base import TrainingContext, pick_device
+from pipealgos.algorithms.base import TrainingContext
+from pipealgos.algorithms.tensors import pick_device
 from pipealgos.io import DataError
 
-from .channels import JobChannels
+from .channels import JobChannels, check_channels
 from .config import (ConfigError, MLRoot, read_hyperparameters, read_input_data_config,
                      read_resource_config)
 from .distributed import init_distributed, shutdown_distributed
@@ -39,6 +45,7 @@ class Terminated(Exception):
 
 
 def _on_sigterm(signum, frame):
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # once: a second one must not interrupt the cleanup
     raise Terminated()
 
 
@@ -63,30 +70,37 @@ def run_training(ml: MLRoot, algorithm: str | None = None) -> int:
     report = MetricsReporter("algo-1")
     started = time.time()
     try:
+        if not ml.root.is_dir():
+            raise ConfigError(f"the ML root {ml.root} does not exist or is not a folder: pass --ml-root DIR "
+                              "(or PIPEALGOS_ML_ROOT) naming the folder that holds input/config/")
+        ml.failure_file.unlink(missing_ok=True)
         resources = read_resource_config(ml)
         report = MetricsReporter(resources.current_host)
         spec = get_algorithm(resolve_algorithm_name(algorithm))
         raw = read_hyperparameters(ml)
         values = spec.schema.parse(raw)
         configs = read_input_data_config(ml)
-        missing = [c for c in spec.required_channels if c not in configs]
-        if missing:
-            raise ConfigError(f"required channel(s) {missing} missing from inputdataconfig.json "
-                              f"(configured: {sorted(configs) or 'none'}); {spec.name} needs a 'train' channel")
-        unknown = sorted(set(configs) - set(spec.channels))
-        if unknown:
-            raise ConfigError(f"channel(s) {unknown} are not used by {spec.name}; valid channels: {list(spec.channels)}")
-        channels = JobChannels(ml, configs, spec.default_label_size)
-        device = pick_device()
+        check_channels(spec, configs)
+        if spec.max_hosts is not None and len(resources.hosts) > spec.max_hosts:
+            raise ConfigError(f"{spec.name} trains on at most {spec.max_hosts} host(s); the job has "
+                              f"{len(resources.hosts)}: set InstanceCount to {spec.max_hosts}")
+        channels = JobChannels(ml, configs, spec)
+        device = pick_device(spec.devices)
         topo = init_distributed(resources, device)
         threads = leave_a_core_for_the_reader(device)
         report.info(f"pipealgos {spec.name}: host {topo.host} (rank {topo.rank} of {topo.world_size}), "
                     f"device {device}, {threads} compute thread(s), hyperparameters {values}")
         ctx = TrainingContext(channels=channels, report=report, rank=topo.rank, world_size=topo.world_size,
-                              device=device, tuning_job="_tuning_objective_metric" in raw)
-        model = spec.train(spec.params_type.from_dict(values), ctx)
+                              device=device, tuning_job="_tuning_objective_metric" in raw,
+                              sparse_input=spec.sparse_input)
+        model = spec.train(spec.schema.to_params(values), ctx)
+        if ctx.resolved:
+            report.info(f"resolved hyperparameters: {ctx.resolved}")
         if topo.is_leader:
-            save_model(ml.model_dir, spec.name, values, model.to_arrays())
+            arrays = model.to_arrays()
+            _check_finite(arrays, spec.name)
+            save_model(ml.model_dir, spec.name, values, arrays, resolved=ctx.resolved,
+                       feature_dim=int(model.feature_dim))
         report.info(f"training finished in {time.time() - started:.1f} s")
         shutdown_distributed()
         return 0
@@ -105,6 +119,14 @@ def run_training(ml: MLRoot, algorithm: str | None = None) -> int:
         torch.set_num_threads(initial_threads)
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
+
+
+def _check_finite(arrays: dict[str, np.ndarray], algorithm: str) -> None:
+    """A model holding NaN or infinity is never saved (it would answer every request with it)."""
+    for name, array in arrays.items():
+        if array.dtype.kind == "f" and not np.isfinite(array).all():
+            raise RuntimeError(f"{algorithm} produced non-finite values in model array '{name}'; no model was "
+                               "written (check the data's scale and the learning-rate hyperparameters)")
 
 
 def leave_a_core_for_the_reader(device: torch.device) -> int:

@@ -79,7 +79,7 @@ def create_app(model_dir: Path) -> Flask:
 
 
 def _invoke(served: ServedModel, body: bytes, content_type: str | None, accept: str) -> bytes:
-    features = formats.decode_request(body, content_type, served.feature_dim)
+    features = formats.decode_request(body, content_type, served.feature_dim, served.request_types, served.spec.name)
     outputs, keys = served.predict(features)
     return formats.encode_response(outputs, keys, served.response_key, accept)
 

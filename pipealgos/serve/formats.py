@@ -122,18 +122,20 @@ def choose_accept(header: str | None, default: str) -> str:
 # --- requests ---------------------------------------------------------------------------------
 
 
-def decode_request(body: bytes, content_type: str | None, feature_dim: int | None) -> Features:
+def decode_request(body: bytes, content_type: str | None, feature_dim: int | None,
+                   accepted: Sequence[str] = REQUEST_TYPES, algorithm: str = "this model") -> Features:
     """The feature matrix (dense float32 array or CSR) of a request body.
 
-    ``feature_dim`` (the model's, when known) is enforced for every record. Raises
-    :class:`BadRequest` naming the record and the problem, :class:`UnsupportedMediaType`
-    for a type not in :data:`REQUEST_TYPES`.
+    ``feature_dim`` (the model's input width) is enforced for every record; ``accepted`` are
+    the request types the algorithm declares (a subset of :data:`REQUEST_TYPES`). Raises
+    :class:`BadRequest` naming the record and the problem, :class:`UnsupportedMediaType` for a
+    type not accepted, naming ``algorithm`` and the accepted types.
     """
     kind = media_type(content_type)
     decoders = {JSON: _decode_json, JSONLINES: _decode_jsonlines, CSV: _decode_csv, RECORDIO: _decode_recordio}
-    if kind not in decoders:
+    if kind not in decoders or kind not in accepted:
         shown = f"Content-Type '{content_type}'" if content_type else "a request without Content-Type"
-        raise UnsupportedMediaType(f"cannot read {shown}: send one of {', '.join(REQUEST_TYPES)}")
+        raise UnsupportedMediaType(f"{algorithm} cannot read {shown}: send one of {', '.join(accepted)}")
     if not body.strip():
         raise BadRequest(f"the {kind} request body is empty: send at least one record")
     features = decoders[kind](body, feature_dim)
@@ -280,7 +282,8 @@ def _number_array(values, what: str, dtype) -> np.ndarray:
 
 def _check_dim(dim: int, feature_dim: int | None, where: str) -> None:
     if feature_dim is not None and dim != feature_dim:
-        raise BadRequest(f"{where} has {dim} features, expected {feature_dim} (the model's feature_dim)")
+        raise BadRequest(f"{where} has {dim} features, but the model takes {feature_dim} (its feature_dim): "
+                         f"send records of {feature_dim} features")
 
 
 # --- responses --------------------------------------------------------------------------------

@@ -38,11 +38,19 @@ class ServedModel:
 
     spec: AlgorithmSpec
     model: Any
-    feature_dim: int | None
 
     @property
     def response_key(self) -> str:
         return self.spec.response_key
+
+    @property
+    def feature_dim(self) -> int:
+        """The input width the model takes (every request record must have it)."""
+        return int(self.model.feature_dim)
+
+    @property
+    def request_types(self) -> tuple[str, ...]:
+        return self.spec.request_types
 
     def predict(self, features: Features) -> tuple[dict[str, np.ndarray], tuple[str, ...]]:
         """One model call for all rows. Returns the outputs and their keys in the registry's
@@ -67,18 +75,8 @@ def load_served_model(model_dir: Path) -> ServedModel:
     model_dir = Path(model_dir)
     stored = _load_stored(model_dir)
     spec = get_algorithm(stored.algorithm)
-    model = spec.model_type.from_arrays(stored.arrays, stored.hyperparameters)
-    return ServedModel(spec, model, _feature_dim(stored.hyperparameters))
-
-
-def _feature_dim(hyperparameters: dict[str, Any]) -> int | None:
-    """The model's ``feature_dim`` when it is a number (it may be absent, or ``auto``)."""
-    value = hyperparameters.get("feature_dim")
-    if isinstance(value, int) and not isinstance(value, bool):
-        return value
-    if isinstance(value, str) and value.strip().isdigit():
-        return int(value)
-    return None
+    model = spec.model_type.from_arrays(stored.arrays, stored.resolved_hyperparameters)
+    return ServedModel(spec, model)
 
 
 def _load_stored(model_dir: Path) -> StoredModel:

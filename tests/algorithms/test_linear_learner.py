@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from pipealgos.algorithms.linear_learner import LinearLearnerModel, LinearLearnerParams
+from pipealgos.algorithms.linear_learner import LinearLearnerModel
 from pipealgos.algorithms.linear_learner.evaluation import EDGES, Evaluator, MetricSettings
 from pipealgos.algorithms.linear_learner.losses import LossSettings, make_loss
 from pipealgos.algorithms.linear_learner.optimizer import BatchedOptimizer, StepSettings
@@ -158,7 +158,7 @@ def test_calibration_matches_brute_force_over_thresholds(criterion):
 
 def test_model_grid_keeps_the_given_settings_first_and_spreads_the_rest():
     values = SCHEMA.parse({"predictor_type": "binary_classifier", "num_models": "12"})
-    p = LinearLearnerParams.from_dict(values)
+    p = SCHEMA.to_params(values)
     r = resolve(p)
     grid = model_grid(p, r)
     assert grid.optimizer[0] == "adam" and grid.learning_rate[0] == 0.01 and grid.wd[0] == 0 and grid.l1[0] == 0
@@ -166,7 +166,7 @@ def test_model_grid_keeps_the_given_settings_first_and_spreads_the_rest():
     assert len(set(np.round(grid.learning_rate, 12))) == 12
     assert (grid.wd > 0).any() and (grid.wd == 0).any()
     assert np.all((grid.learning_rate >= 0.1 * 0.01 - 1e-12) & (grid.learning_rate <= 10 * 0.1 + 1e-12))
-    given = LinearLearnerParams.from_dict(SCHEMA.parse({"predictor_type": "regressor", "num_models": "6",
+    given = SCHEMA.to_params(SCHEMA.parse({"predictor_type": "regressor", "num_models": "6",
                                                         "optimizer": "sgd", "learning_rate": "0.2", "wd": "0"}))
     grid = model_grid(given, resolve(given))
     assert set(grid.optimizer) == {"sgd"} and grid.learning_rate[0] == 0.2 and np.all(grid.wd == 0)
@@ -175,12 +175,12 @@ def test_model_grid_keeps_the_given_settings_first_and_spreads_the_rest():
 
 
 def test_auto_values_resolve_to_the_recorded_defaults():
-    r = resolve(LinearLearnerParams.from_dict(SCHEMA.parse({"predictor_type": "regressor"})))
+    r = resolve(SCHEMA.to_params(SCHEMA.parse({"predictor_type": "regressor"})))
     assert (r.num_models, r.optimizer, r.lr_scheduler_step, r.lr_scheduler_factor, r.lr_scheduler_minimum_lr,
             r.bias_lr_mult, r.bias_wd_mult, r.momentum, r.beta_1, r.beta_2) == (
         32, "adam", 100, 0.99, 1e-5, 10.0, 0.0, 0.0, 0.9, 0.999)
     assert r.loss == "squared_loss" and r.normalize_label and r.unbias_label and r.unbias_data
-    binary = resolve(LinearLearnerParams.from_dict(SCHEMA.parse(
+    binary = resolve(SCHEMA.to_params(SCHEMA.parse(
         {"predictor_type": "binary_classifier", "use_bias": "False",
          "binary_classifier_model_selection_criteria": "f1"})))
     assert binary.loss == "logistic" and not binary.normalize_label and not binary.unbias_data
@@ -216,7 +216,7 @@ def test_schema_accepts_sdk_and_doc_spellings():
     assert values["use_bias"] is True and values["normalize_data"] is False
     assert values["positive_example_weight_mult"] == "balanced" and values["num_models"] == "auto"
     assert get_algorithm("linear_learner").name == "linear-learner"
-    assert get_algorithm("382416733822.dkr.ecr.us-east-1.amazonaws.com/linear-learner:1").supervised
+    assert get_algorithm("382416733822.dkr.ecr.us-east-1.amazonaws.com/linear-learner:1").channel("train").label_size == 1
 
 
 def test_predict_outputs_per_predictor_type():

@@ -7,7 +7,8 @@ import pytest
 import scipy.sparse as sp
 from mlroot import FifoFeeder, make_ml_root, read_model, recordio_bytes, write_channel_files
 
-from pipealgos.algorithms.pca import PCAAccumulator, PCAModel, PCAParams, PCAStats, finalize
+from pipealgos.algorithms.pca import PCAAccumulator, PCAModel, PCAStats, finalize
+from pipealgos.platform.schemas.pca import SCHEMA as PCA_SCHEMA
 from pipealgos.platform.config import MLRoot
 from pipealgos.platform.train import run_training
 
@@ -76,7 +77,7 @@ def test_without_subtract_mean(tmp_path):
 @pytest.mark.parametrize("batch", [1, 7, 128, 5000])
 def test_independent_of_mini_batch_size(batch):
     x = _data(n=600)
-    params = PCAParams(feature_dim=12, num_components=3, mini_batch_size=batch)
+    params = PCA_SCHEMA.build(dict(feature_dim=12, num_components=3, mini_batch_size=batch))
     acc = PCAAccumulator(params, device=__import__("torch").device("cpu"))
     for start in range(0, len(x), batch):
         acc.add(x[start : start + batch])
@@ -88,7 +89,7 @@ def test_independent_of_mini_batch_size(batch):
 
 def test_merge_is_the_stats_of_the_union():
     x = _data(n=500)
-    params = PCAParams(feature_dim=12, num_components=3, mini_batch_size=50)
+    params = PCA_SCHEMA.build(dict(feature_dim=12, num_components=3, mini_batch_size=50))
     cpu = __import__("torch").device("cpu")
     parts = []
     for chunk in np.array_split(x, 3):
@@ -159,7 +160,7 @@ def test_randomized_mode_on_a_decaying_spectrum(tmp_path):
 
 def test_model_predict_projects_centred_rows():
     x = _data(n=300)
-    params = PCAParams(feature_dim=12, num_components=3, mini_batch_size=100)
+    params = PCA_SCHEMA.build(dict(feature_dim=12, num_components=3, mini_batch_size=100))
     acc = PCAAccumulator(params, __import__("torch").device("cpu"))
     acc.add(x)
     model = finalize(acc.result(), params)
@@ -171,7 +172,7 @@ def test_model_predict_projects_centred_rows():
 
 
 def test_stats_merge_is_pure():
-    params = PCAParams(feature_dim=2, num_components=1, mini_batch_size=1)
+    params = PCA_SCHEMA.build(dict(feature_dim=2, num_components=1, mini_batch_size=1))
     a, b = PCAStats.empty(params), PCAStats.empty(params)
     a.n, a.total = 1, np.array([1.0, 2.0])
     merged = a.merge(b)
@@ -185,7 +186,7 @@ def test_float32_products_of_shifted_rows_stay_exact_far_from_the_origin(offset)
     a mean far larger than the spread must not cost precision (float32 products of raw rows
     would lose it to cancellation in Σxᵀx − n·μμᵀ)."""
     x = (_data(n=4000).astype(np.float64) - 3.0 + offset).astype(np.float32)
-    params = PCAParams(feature_dim=12, num_components=4, mini_batch_size=500)
+    params = PCA_SCHEMA.build(dict(feature_dim=12, num_components=4, mini_batch_size=500))
     acc = PCAAccumulator(params, device=__import__("torch").device("cpu"))
     for start in range(0, len(x), 500):
         acc.add(x[start : start + 500])

@@ -33,6 +33,7 @@ from pipealgos.platform.metrics import MetricsReporter
 from pipealgos.platform.model_store import load_model, save_model
 from pipealgos.platform.registry import ALGORITHMS, AlgorithmSpec
 from pipealgos.platform.train import run_training
+from pipealgos.serve.app import create_app
 
 SPECS = list(ALGORITHMS.values())
 ROWS = 240
@@ -50,12 +51,12 @@ def _by_name(specs):
 
 
 def synthetic(spec: AlgorithmSpec, n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray | None]:
-    d = int(spec.conformance_hyperparameters["feature_dim"])
+    d = int(spec.conformance.hyperparameters["feature_dim"])
     rng = np.random.default_rng(seed)
     profiles = rng.gamma(1.0, 3.0, size=(3, d))
     group = rng.integers(0, 3, n)
     features = rng.poisson(profiles[group]).astype(np.float32)
-    labels = (group == 0).astype(np.float32) if spec.supervised else None
+    labels = (group == 0).astype(np.float32) if spec.channel("train").label_size else None
     return features, labels
 
 
@@ -72,7 +73,7 @@ def _drain(root: Path, channel: str, feeder: FifoFeeder) -> None:
 def train_job(spec: AlgorithmSpec, root: Path, mode: str = "File", hyperparameters: dict | None = None) -> int:
     """A one-host job on the synthetic data (train in 3 files, or one FIFO per pass; a test
     channel); returns the exit status."""
-    hp = dict(spec.conformance_hyperparameters if hyperparameters is None else hyperparameters)
+    hp = dict(spec.conformance.hyperparameters if hyperparameters is None else hyperparameters)
     x, y = synthetic(spec, ROWS)
     tx, ty = synthetic(spec, TEST_ROWS, seed=1)
     channels = {name: {"TrainingInputMode": mode} for name in ("train", "test")}
@@ -139,7 +140,7 @@ def test_manifest_is_complete(spec, trained):
     stored = load_model(root / "model")
     manifest = stored.manifest
     assert manifest["algorithm"] == spec.name
-    expected = spec.schema.parse(spec.conformance_hyperparameters)
+    expected = spec.schema.parse(spec.conformance.hyperparameters)
     assert manifest["hyperparameters"] == json.loads(json.dumps(expected))
     assert set(manifest["arrays"]) == set(stored.arrays) and stored.arrays
     for name, array in stored.arrays.items():
@@ -153,15 +154,15 @@ def test_manifest_is_complete(spec, trained):
 
 @_by_name(SPECS)
 def test_save_load_predict_round_trip(spec, tmp_path):
-    hp = spec.conformance_hyperparameters
+    hp = spec.conformance.hyperparameters
     root = make_ml_root(tmp_path / "job", hp, {"train": {"TrainingInputMode": "File"}})
     x, y = synthetic(spec, ROWS)
     write_channel_files(root, "train", [recordio_bytes(x, y)])
     ml = MLRoot(root)
     values = spec.schema.parse(hp)
-    ctx = TrainingContext(JobChannels(ml, read_input_data_config(ml), spec.default_label_size),
+    ctx = TrainingContext(JobChannels(ml, read_input_data_config(ml), spec),
                           MetricsReporter("algo-1", io.StringIO()), seed=3)
-    model = spec.train(spec.params_type.from_dict(values), ctx)
+    model = spec.train(spec.schema.to_params(values), ctx)
 
     arrays = model.to_arrays()
     save_model(tmp_path / "model", spec.name, values, arrays)
@@ -248,7 +249,6 @@ ACCEPTS = [JSON, JSONLINES, CSV, RECORDIO]
 @pytest.mark.parametrize("accept", ACCEPTS, ids=["json", "jsonlines", "csv", "recordio"])
 @pytest.mark.parametrize("kind", REQUEST_KINDS)
 def test_server_answers_what_the_model_predicts(spec, kind, accept, trained):
-    app_module = pytest.importorskip("pipealgos.serve.app")
     if kind == "csv" and spec.name in NO_CSV_REQUESTS:
         pytest.skip(f"{spec.name} takes no CSV requests")
     model_dir = trained(spec) / "model"
@@ -258,7 +258,7 @@ def test_server_answers_what_the_model_predicts(spec, kind, accept, trained):
     expected = {k: np.asarray(v, dtype=np.float32) for k, v in model.predict(rows).items()}
     widths = {k: 1 if expected[k].ndim == 1 else expected[k].shape[1] for k in _output_keys(spec, expected)}
 
-    client = app_module.create_app(model_dir).test_client()
+    client = create_app(model_dir).test_client()
     assert client.get("/ping").status_code == 200
     body, content_type = _request(rows, kind)
     response = client.post("/invocations", data=body, headers={"Content-Type": content_type, "Accept": accept})
@@ -314,17 +314,17 @@ def _assert_failed_naming(root: Path, status: int, name: str) -> None:
 
 @pytest.mark.parametrize("spec,name", MISSING)
 def test_missing_required_hyperparameter_fails_naming_it(spec, name, tmp_path):
-    hp = {k: v for k, v in spec.conformance_hyperparameters.items() if k != name}
+    hp = {k: v for k, v in spec.conformance.hyperparameters.items() if k != name}
     _assert_failed_naming(tmp_path, train_job(spec, tmp_path, hyperparameters=hp), name)
 
 
 @pytest.mark.parametrize("spec,name,value", OUT_OF_RANGE)
 def test_out_of_range_hyperparameter_fails_naming_it(spec, name, value, tmp_path):
-    hp = {**spec.conformance_hyperparameters, name: value}
+    hp = {**spec.conformance.hyperparameters, name: value}
     _assert_failed_naming(tmp_path, train_job(spec, tmp_path, hyperparameters=hp), name)
 
 
 def test_every_algorithm_declares_conformance_hyperparameters():
     for spec in SPECS:
-        assert "feature_dim" in spec.conformance_hyperparameters, spec.name
-        spec.schema.parse(spec.conformance_hyperparameters)
+        assert "feature_dim" in spec.conformance.hyperparameters, spec.name
+        spec.schema.parse(spec.conformance.hyperparameters)

@@ -30,7 +30,7 @@ def test_local_mode_input_config_has_only_the_mode(tmp_path):
     ml = _write(tmp_path, "inputdataconfig.json", {"train": {"TrainingInputMode": "File"}})
     channel = read_input_data_config(ml)["train"]
     assert channel.input_mode == "File" and channel.content_type is None
-    assert channel.distribution == "FullyReplicated" and channel.compression == "None"
+    assert channel.distribution is None and channel.compression == "None"
 
 
 def test_full_input_config(tmp_path):

@@ -9,9 +9,8 @@ Modules: ``params`` (hyperparameters, ``auto`` values, the model grid), ``losses
 """
 
 from .model import LinearLearnerModel
-from .params import LinearLearnerParams
 from .training import train
 
 NAME = "linear-learner"
 
-__all__ = ["NAME", "LinearLearnerModel", "LinearLearnerParams", "train"]
+__all__ = ["NAME", "LinearLearnerModel", "train"]

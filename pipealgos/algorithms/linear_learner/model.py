@@ -26,6 +26,10 @@ class LinearLearnerModel:
     bias: np.ndarray
     threshold: float = 0.0
 
+    @property
+    def feature_dim(self) -> int:
+        return self.weight.shape[0]
+
     def to_arrays(self) -> dict[str, np.ndarray]:
         arrays = {"weight": self.weight.astype(np.float32), "bias": self.bias.astype(np.float32)}
         if self.predictor_type == "binary_classifier":
@@ -33,11 +37,13 @@ class LinearLearnerModel:
         return arrays
 
     @classmethod
-    def from_arrays(cls, arrays: dict[str, np.ndarray], params: dict[str, Any]) -> "LinearLearnerModel":
-        predictor = params["predictor_type"]
+    def from_arrays(cls, arrays: dict[str, np.ndarray], hyperparameters: dict[str, Any]) -> "LinearLearnerModel":
+        """``hyperparameters`` as resolved by training; a model stored before resolved values
+        were kept may still say ``loss: auto``, which resolves as it did then."""
+        predictor = hyperparameters["predictor_type"]
         threshold = float(arrays["threshold"][0]) if "threshold" in arrays else 0.0
-        return cls(predictor, resolve_loss(predictor, params.get("loss", "auto")), arrays["weight"], arrays["bias"],
-                   threshold)
+        return cls(predictor, resolve_loss(predictor, hyperparameters.get("loss", "auto")), arrays["weight"],
+                   arrays["bias"], threshold)
 
     def margins(self, features: Features) -> np.ndarray:
         """(n, K) float64 raw model outputs."""

@@ -1,5 +1,6 @@
-"""Linear learner parameters: the typed hyperparameters, what ``auto`` resolves to, and the
-settings of each of the ``num_models`` models trained side by side.
+"""Linear learner parameters: what each ``auto`` hyperparameter resolves to, and the settings
+of each of the ``num_models`` models trained side by side. (The typed hyperparameters
+themselves are declared once, in ``platform/schemas/linear_learner.py``.)
 
 ``auto`` resolves to the values the spec records for the real container (num_models 32,
 optimizer adam, lr_scheduler_step 100, factor 0.99, minimum_lr 1e-5, bias_lr_mult 10,
@@ -31,6 +32,8 @@ from typing import Any
 
 import numpy as np
 
+from ..base import Params
+
 AUTO = "auto"
 OPTIMIZERS = ("sgd", "adam", "rmsprop")
 DEFAULT_LOSS = {"binary_classifier": "logistic", "multiclass_classifier": "softmax_loss", "regressor": "squared_loss"}
@@ -39,60 +42,6 @@ AUTO_NUM_MODELS = 32
 AUTO_CALIBRATION_SAMPLES = 10_000_000
 _WEYL = {"lr": (math.sqrt(5) - 1) / 2, "wd": math.sqrt(2) - 1, "l1": math.sqrt(3) - 1, "wd_on": math.sqrt(7) - 2,
          "l1_on": math.sqrt(11) - 3}
-
-
-@dataclass(frozen=True)
-class LinearLearnerParams:
-    """The schema's typed values (``"auto"`` where the user left a value to the algorithm)."""
-
-    predictor_type: str
-    num_classes: int = 1
-    feature_dim: Any = AUTO
-    mini_batch_size: int = 1000
-    epochs: int = 15
-    loss: str = AUTO
-    optimizer: str = AUTO
-    learning_rate: Any = AUTO
-    wd: Any = AUTO
-    l1: Any = AUTO
-    momentum: Any = AUTO
-    beta_1: Any = AUTO
-    beta_2: Any = AUTO
-    bias_lr_mult: Any = AUTO
-    bias_wd_mult: Any = AUTO
-    use_bias: bool = True
-    init_method: str = "uniform"
-    init_scale: float = 0.07
-    init_sigma: float = 0.01
-    init_bias: float = 0.0
-    use_lr_scheduler: bool = True
-    lr_scheduler_step: Any = AUTO
-    lr_scheduler_factor: Any = AUTO
-    lr_scheduler_minimum_lr: Any = AUTO
-    normalize_data: Any = True
-    normalize_label: Any = AUTO
-    unbias_data: Any = AUTO
-    unbias_label: Any = AUTO
-    num_point_for_scaler: int = 10000
-    num_models: Any = AUTO
-    num_calibration_samples: Any = AUTO
-    binary_classifier_model_selection_criteria: str = "accuracy"
-    target_recall: float = 0.8
-    target_precision: float = 0.8
-    positive_example_weight_mult: Any = 1.0
-    balance_multiclass_weights: bool = False
-    accuracy_top_k: int = 3
-    f_beta: float = 1.0
-    margin: float = 1.0
-    quantile: float = 0.5
-    loss_insensitivity: float = 0.01
-    huber_delta: float = 1.0
-    early_stopping_patience: int = 3
-    early_stopping_tolerance: float = 0.001
-
-    @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> "LinearLearnerParams":
-        return cls(**{f.name: values[f.name] for f in fields(cls) if f.name in values})
 
 
 def _auto(value: Any, default: Any) -> Any:
@@ -133,7 +82,7 @@ def resolve_loss(predictor_type: str, loss: str) -> str:
     return DEFAULT_LOSS[predictor_type] if loss == AUTO else loss
 
 
-def resolve(p: LinearLearnerParams) -> Resolved:
+def resolve(p: Params) -> Resolved:
     regressor = p.predictor_type == "regressor"
     optimizer = _auto(p.optimizer, "adam")
     criterion = {"f1": "f_beta", "cross_entropy_loss": "loss_function"}.get(
@@ -201,7 +150,7 @@ def _regulariser(value: Any, i: int, key: str) -> float:
     return float(value) * 10 ** (2 * u - 1)
 
 
-def model_grid(p: LinearLearnerParams, r: Resolved) -> ModelGrid:
+def model_grid(p: Params, r: Resolved) -> ModelGrid:
     optimizers, rates, wds, l1s, balanced = [], [], [], [], []
     for i in range(r.num_models):
         opt = r.optimizer if p.optimizer != AUTO else _auto_optimizer(i, r.num_models)

@@ -49,19 +49,20 @@ import torch
 
 from pipealgos.io import DataError, Minibatch, concat
 
-from ..base import TrainingContext, to_torch
+from ..base import Params, TrainingContext, report_test_channel
+from ..collectives import EarlyStopping, all_reduce
 from .evaluation import Evaluator, MetricSettings
 from .losses import OBJECTIVE_NAMES, LossSettings, make_loss
 from .model import LinearLearnerModel
 from .optimizer import BatchedOptimizer, StepSettings
-from .params import AUTO, LinearLearnerParams, ModelGrid, Resolved, model_grid, resolve
+from .params import AUTO, ModelGrid, Resolved, model_grid, resolve
 from .scaling import Scaler, sample_sums
 
 
 _FETCH = 8
 
 
-def train(params: LinearLearnerParams, ctx: TrainingContext) -> LinearLearnerModel:
+def train(params: Params, ctx: TrainingContext) -> LinearLearnerModel:
     if ctx.tuning_job and params.num_models != 1:
         # As the real container: a tuning job explores the settings itself.
         ctx.report.info("hyperparameter tuning job: num_models forced to 1")
@@ -80,22 +81,8 @@ def train(params: LinearLearnerParams, ctx: TrainingContext) -> LinearLearnerMod
         torch.set_num_threads(threads)
 
 
-def _all_reduce(tensors: list[torch.Tensor], device: torch.device, op=None) -> list[torch.Tensor]:
-    """Sum (or ``op``) a list of tensors across hosts in one collective on ``device`` (NCCL
-    needs CUDA tensors); each result keeps its input's dtype and device."""
-    import torch.distributed as dist
-
-    flat = torch.cat([t.reshape(-1).to(device=device, dtype=torch.float64) for t in tensors])
-    dist.all_reduce(flat, op=op or dist.ReduceOp.SUM)
-    out, start = [], 0
-    for t in tensors:
-        out.append(flat[start : start + t.numel()].view(t.shape).to(device=t.device, dtype=t.dtype))
-        start += t.numel()
-    return out
-
-
 class _Job:
-    def __init__(self, p: LinearLearnerParams, r: Resolved, grid: ModelGrid, ctx: TrainingContext) -> None:
+    def __init__(self, p: Params, r: Resolved, grid: ModelGrid, ctx: TrainingContext) -> None:
         self.p, self.r, self.grid, self.ctx = p, r, grid, ctx
         self.models, self.outputs = r.num_models, r.num_outputs
         self.has_validation = "validation" in ctx.channels.names()
@@ -147,7 +134,7 @@ class _Job:
         ctx, r, p = self.ctx, self.r, self.p
         d = r.feature_dim or (sample.feature_dim if sample is not None else 0)
         if ctx.distributed:
-            d = int(_all_reduce([torch.tensor([float(d)])], ctx.device, _max_op())[0].item())
+            d = int(all_reduce([torch.tensor([float(d)])], ctx.device, op="max")[0].item())
         if d == 0:
             raise DataError("the train channel holds no records", channel="train",
                             fix="Provide at least one labelled record")
@@ -155,8 +142,7 @@ class _Job:
         sums = sample_sums(sample, d)
         counts = self._class_counts(sample)
         if ctx.distributed:
-            merged = _all_reduce([torch.from_numpy(sums), torch.from_numpy(counts)], ctx.device)
-            sums, counts = (t.numpy() for t in merged)
+            sums, counts = all_reduce([sums, counts], ctx.device)
         if sums[0] == 0:
             raise DataError("the train channel holds no records", channel="train",
                             fix="Provide at least one labelled record")
@@ -208,7 +194,7 @@ class _Job:
     # --- the computation -----------------------------------------------------------------
     def _inputs(self, batch: Minibatch) -> tuple[torch.Tensor, torch.Tensor]:
         device = self.ctx.device
-        x = self.scaler.features(to_torch(batch.features, device))
+        x = self.scaler.features(self.ctx.tensor(batch.features))
         y = torch.from_numpy(batch.labels).to(device)
         return x, (self.scaler.labels(y) if self.r.predictor_type == "regressor" else y)
 
@@ -249,7 +235,7 @@ class _Job:
             batch = next(batches, None)
             grad, loss, count = self._gradient(batch)
             if self.ctx.distributed:
-                grad, loss, count = _all_reduce([grad, loss, count], self.ctx.device)
+                grad, loss, count = all_reduce([grad, loss, count], self.ctx.device)
             n = int(count.item())
             if n == 0:
                 break
@@ -275,7 +261,7 @@ class _Job:
         evaluator = self._evaluate(self.theta, batches)
         if self.ctx.distributed:
             keys = list(evaluator.sums)
-            evaluator.sums = dict(zip(keys, _all_reduce([evaluator.sums[k] for k in keys], self.ctx.device)))
+            evaluator.sums = dict(zip(keys, all_reduce([evaluator.sums[k] for k in keys], self.ctx.device)))
         return evaluator
 
     # --- the job -----------------------------------------------------------------------
@@ -288,7 +274,7 @@ class _Job:
         best_epoch = np.zeros(self.models, dtype=int)
         best_theta = None
         evaluators: dict[int, Evaluator] = {}
-        stop_best, stale = -np.inf, 0
+        stopping = EarlyStopping(ctx.report, p.early_stopping_patience, p.early_stopping_tolerance)
         for epoch in range(p.epochs):
             started = time.perf_counter()
             if epoch == 0:
@@ -318,24 +304,34 @@ class _Job:
             ctx.report.progress(100.0 * (epoch + 1) / p.epochs)
 
             stop_metric = float(metric.max()) if self.has_validation else float(-evaluator.mean_loss().min())
-            if stop_metric > stop_best + p.early_stopping_tolerance * abs(stop_best) or epoch == 0:
-                stop_best, stale = stop_metric, 0
-            else:
-                stale += 1
-                if stale >= p.early_stopping_patience:
-                    ctx.report.info(f"early stopping after epoch {epoch}: no relative improvement above "
-                                    f"{p.early_stopping_tolerance} for {stale} epochs")
-                    break
+            if stopping.update(epoch, stop_metric):
+                break
 
         chosen = int(np.argmax(best_metric))
         ctx.report.info(f"Best model found for hyperparameters: {self.grid.describe(chosen, r)} "
                         f"(model {chosen} of {self.models}, epoch {best_epoch[chosen]})")
+        self._record_resolved(chosen)
         chosen_theta = best_theta[:, chosen : chosen + 1]
         threshold = float(best_threshold[chosen])
         weight, bias = self.scaler.fold(chosen_theta[:, 0])
         model = LinearLearnerModel(r.predictor_type, r.loss, weight, bias, threshold)
         self._final_metrics(chosen_theta, threshold, evaluators[int(best_epoch[chosen])], chosen)
         return model
+
+    def _record_resolved(self, chosen: int) -> None:
+        """What every ``auto`` became, for the chosen model (the grid varies some per model)."""
+        ctx, r, grid = self.ctx, self.r, self.grid
+        for name, value in r.logged().items():
+            if name in ("num_outputs", "criterion"):
+                continue
+            ctx.resolve(name, value)
+        ctx.resolve("feature_dim", self.feature_dim)
+        ctx.resolve("optimizer", grid.optimizer[chosen])
+        ctx.resolve("learning_rate", float(grid.learning_rate[chosen]))
+        ctx.resolve("wd", float(grid.wd[chosen]))
+        ctx.resolve("l1", float(grid.l1[chosen]))
+        if self.p.positive_example_weight_mult == AUTO:
+            ctx.resolve("positive_example_weight_mult", "balanced" if grid.balanced[chosen] else 1.0)
 
     def _final_metrics(self, theta: torch.Tensor, threshold: float, validation: Evaluator, chosen: int) -> None:
         report = self.ctx.report
@@ -345,14 +341,9 @@ class _Job:
         if self.has_validation:
             for name, value, kind in validation.metrics(chosen, threshold):
                 report.quality("validation", name, value, kind)
-        if "test" not in self.ctx.channels.names():
-            report.info("Test data is not provided.")
-        elif self.ctx.is_leader:
+
+        def evaluate_test() -> None:
             for name, value, kind in self._evaluate(theta, self._batches("test", 0)).metrics(0, threshold):
                 report.quality("test", name, value, kind)
 
-
-def _max_op():
-    import torch.distributed as dist
-
-    return dist.ReduceOp.MAX
+        report_test_channel(self.ctx, evaluate_test)
