@@ -5,7 +5,9 @@ memory, nothing checked), done streaming and validated:
 
 * features are cast to float32 (what every built-in reads; Linear Learner and FM accept
   nothing else), labels too; one feature_dim across all inputs; NaN/infinity (including
-  float64 values too large for float32) rejected naming the file and row or line;
+  float64 values too large for float32) rejected naming the file and, for CSV and text label
+  files, the 1-based physical line (as training names CSV lines), for ``.npy`` / ``.npz`` the
+  0-based row index;
 * CSV is read in buffer-sized blocks, ``.npy`` is memory-mapped, ``.npz`` (scipy sparse,
   loaded without pickle) is written row block by row block;
 * rows go to ``--shards N`` contiguous shards named and sized as the SDK's
@@ -35,7 +37,7 @@ import scipy.sparse as sp
 
 from .csv import CsvDecoder
 from .errors import DataError
-from .minibatch import Minibatch
+from .minibatch import Minibatch, first_nonfinite_row
 from .stream import decode_stream
 from .writer import write_dense, write_sparse
 
@@ -129,41 +131,51 @@ def _take_label_column(block: Block, column: int) -> Block:
 
 
 def read_labels(path: Path) -> np.ndarray:
-    """A 1-D label array from ``.npy`` (memory-mapped) or text with one number per line."""
+    """A 1-D float32 label array from ``.npy`` (memory-mapped) or text with one number per
+    line (read as CSV: errors name the line), non-finite values refused."""
+    source = str(path)
+    if path.suffix.lower() != ".npy":
+        with open(path, "rb") as stream:
+            blocks = [b.features for b in decode_stream(stream, CsvDecoder(source, label_size=0, feature_dim=1))]
+        return np.concatenate(blocks)[:, 0] if blocks else np.zeros(0, np.float32)
     try:
-        if path.suffix.lower() == ".npy":
-            labels = np.load(path, mmap_mode="r", allow_pickle=False)
-        else:
-            labels = np.loadtxt(path, dtype=np.float64, ndmin=1)
+        labels = np.load(path, mmap_mode="r", allow_pickle=False)
     except ValueError as exc:
-        raise DataError(f"labels cannot be read ({exc})", source=str(path),
+        raise DataError(f"labels cannot be read ({exc})", source=source,
                         fix="Give one number per line, or a 1-D .npy array") from None
     if labels.ndim == 2 and labels.shape[1] == 1:
         labels = labels[:, 0]
-    if labels.ndim != 1:
-        raise DataError(f"labels must be 1-D, found shape {labels.shape}", source=str(path))
+    if labels.ndim != 1 or labels.dtype.kind not in "fiub":
+        raise DataError(f"labels must be a 1-D array of numbers, found shape {labels.shape} of {labels.dtype}",
+                        source=source)
+    with np.errstate(over="ignore", invalid="ignore"):
+        labels = labels.astype(np.float32)
+    bad = first_nonfinite_row(labels)
+    if bad is not None:
+        raise DataError(f"row {bad} has a NaN or infinite label (or one too large for float32)", source=source,
+                        fix="Remove or impute non-finite labels")
     return labels
 
 
 def _checked(block: Block, feature_dim: int | None) -> Block:
-    """Cast to float32 and reject what training would reject, naming the row."""
+    """Cast to float32 and reject what training would reject, naming the row.
+
+    CSV blocks arrive checked by :class:`CsvDecoder` (errors naming the file's line); this
+    checks ``.npy`` / ``.npz`` rows, named by their 0-based row index in the array."""
     with np.errstate(over="ignore", invalid="ignore"):
         features = block.features.astype(np.float32)
         labels = None if block.labels is None else np.asarray(block.labels).astype(np.float32)
     if feature_dim is not None and features.shape[1] != feature_dim:
         raise DataError(f"{features.shape[1]} features per row where earlier input has {feature_dim}",
                         source=block.source, fix="All inputs of one conversion need the same number of columns")
-    values = features.data if sp.issparse(features) else features
-    if not np.isfinite(values).all():
-        if sp.issparse(features):
-            bad = int(np.searchsorted(features.indptr, int(np.argmin(np.isfinite(values))), side="right") - 1)
-        else:
-            bad = int(np.argmin(np.isfinite(values).all(axis=1)))
+    bad = first_nonfinite_row(features)
+    if bad is not None:
         raise DataError(f"row {block.first_row + bad} has NaN or infinity in its features (or a value too large "
                         "for float32)", source=block.source, fix="Remove or impute non-finite values")
-    if labels is not None and not np.isfinite(labels).all():
-        bad = int(np.argmin(np.isfinite(labels)))
-        raise DataError(f"row {block.first_row + bad} has a NaN or infinite label", source=block.source)
+    bad = None if labels is None else first_nonfinite_row(labels)
+    if bad is not None:
+        raise DataError(f"row {block.first_row + bad} has a NaN or infinite label (or one too large for float32)",
+                        source=block.source, fix="Remove or impute non-finite labels")
     return Block(features, labels, block.source, block.first_row)
 
 

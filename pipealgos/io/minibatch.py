@@ -42,6 +42,30 @@ class Minibatch:
         return Minibatch(self.features[start:stop], labels)
 
 
+def first_nonfinite_row(features: Features) -> int | None:
+    """Index of the first row holding NaN or infinity, or None when every value is finite.
+
+    ``features``: a dense array (2-D, or 1-D with one value per row such as labels) or a scipy
+    CSR matrix (only its stored values can be non-finite). Call it on the values as they will
+    be used, after any float32 cast: a float64 value beyond float32's range (1e40) is finite
+    before the cast and infinite after it.
+    """
+    values = features.data if sp.issparse(features) else np.asarray(features)
+    # A sum is finite unless some value is NaN/inf (or it overflows: then look closer); one
+    # pass without a temporary, so the common all-finite case stays cheap.
+    with np.errstate(over="ignore", invalid="ignore"):
+        total = values.sum()
+    if np.isfinite(total):
+        return None
+    finite = np.isfinite(values)
+    if finite.all():
+        return None
+    if sp.issparse(features):
+        position = int(np.argmin(finite))
+        return int(np.searchsorted(features.indptr, position, side="right") - 1)
+    return int(np.argmin(finite.reshape(len(values), -1).all(axis=1)))
+
+
 def sorted_csr(data: np.ndarray, indices: np.ndarray, indptr: np.ndarray, n: int, feature_dim: int) -> sp.csr_matrix:
     """The one way sparse blocks are built (the decoder's fast and general paths, ``serve``
     requests), so that their index dtypes and order agree: CSR with sorted indices."""

@@ -28,12 +28,14 @@ from google.protobuf.message import DecodeError
 
 from . import record_pb2
 from .errors import DataError
-from .minibatch import Minibatch, rows_to_csr, sorted_csr
+from .minibatch import Minibatch, first_nonfinite_row, rows_to_csr, sorted_csr
 from .recordio import HEADER, FrameParser, padded_length
 from .sparse_run import decode_sparse_run
 from .wire import TensorSlot, dense_record_slots
 
 _TENSOR_KINDS = ("float32_tensor", "float64_tensor", "int32_tensor")
+_NONFINITE_FIX = ("Remove or impute non-finite values before training; values are read as float32, "
+                  "so float64 values beyond +-3.4e38 become infinite too")
 
 
 def parse_record(payload: bytes) -> record_pb2.Record:
@@ -398,33 +400,20 @@ class RecordDecoder:
         """``block`` after the finiteness checks; ``records_after`` = the stream's record count
         after its last row (the decoder's own count may already include a bad record after it)."""
         if self.check_finite:
-            data = block.features.data if block.is_sparse else block.features
-            # A sum is finite unless some value is NaN/inf (or it overflows: then look closer).
-            with np.errstate(over="ignore"):
-                total = data.sum()
-            if not np.isfinite(total) and not np.isfinite(data).all():
-                row = _first_bad_row(block)
+            row = first_nonfinite_row(block.features)
+            if row is not None:
                 raise DataError(
                     "NaN or infinity in features",
-                    source=self.source, record=records_after - block.size + row,
-                    fix="Remove or impute non-finite values before training",
+                    source=self.source, record=records_after - block.size + row, fix=_NONFINITE_FIX,
                 )
-            if block.labels is not None and not np.isfinite(block.labels).all():
-                row = int(np.argmin(np.isfinite(block.labels)))
+            row = None if block.labels is None else first_nonfinite_row(block.labels)
+            if row is not None:
                 raise DataError("NaN or infinity in label", source=self.source,
-                                record=records_after - block.size + row)
+                                record=records_after - block.size + row, fix=_NONFINITE_FIX)
         return block
 
     def finish(self, offset: int) -> None:
         self.frames.finish(offset)
-
-
-def _first_bad_row(block: Minibatch) -> int:
-    if block.is_sparse:
-        bad = ~np.isfinite(block.features.data)
-        position = int(np.argmax(bad))
-        return int(np.searchsorted(block.features.indptr, position, side="right") - 1)
-    return int(np.argmax(~np.isfinite(block.features).all(axis=1)))
 
 
 def _tensor_arrays(value: record_pb2.Value, what: str, where: dict):
@@ -433,7 +422,8 @@ def _tensor_arrays(value: record_pb2.Value, what: str, where: dict):
         raise DataError(f"{what} tensor of type '{kind}' cannot be used as numbers", **where,
                         fix="Use Float32Tensor, Float64Tensor or Int32Tensor")
     tensor = getattr(value, kind)
-    values = np.asarray(tensor.values, dtype=np.float32)
+    with np.errstate(over="ignore"):  # float64 beyond float32's range: inf, refused after the cast
+        values = np.asarray(tensor.values, dtype=np.float32)
     # Keys make a tensor sparse; so does a shape with no values at all (an all-zero sparse row).
     sparse = len(tensor.keys) > 0 or (len(values) == 0 and len(tensor.shape) > 0)
     keys = np.asarray(tensor.keys, dtype=np.uint64) if sparse else None

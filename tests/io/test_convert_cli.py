@@ -190,3 +190,26 @@ def test_mismatched_widths_and_too_many_shards(tmp_path, failed):
 def test_npz_that_is_not_scipy_sparse_is_refused_without_unpickling(tmp_path, failed):
     np.savez(tmp_path / "plain.npz", features=np.ones((3, 3)))
     assert "not a scipy sparse matrix" in failed(tmp_path, "plain.npz")
+
+
+def test_csv_lines_are_named_as_training_names_them(tmp_path, failed):
+    """Physical 1-based lines, as the CSV training reader says (it once said "row 1" for line 2)."""
+    (tmp_path / "big.csv").write_text("1,2\n3,1e40\n")
+    message = failed(tmp_path, "big.csv")
+    assert "big.csv" in message and "line 2: NaN or infinity" in message and "float32" in message
+    (tmp_path / "gap.csv").write_text("1,2\n\n3,nan\n")
+    assert "line 3: NaN or infinity" in failed(tmp_path, "gap.csv")
+
+
+def test_text_labels_file_errors_name_its_line(tmp_path, failed):
+    np.save(tmp_path / "x.npy", np.ones((3, 2)))
+    (tmp_path / "y.txt").write_text("1\n0\n1e40\n")
+    message = failed(tmp_path, "x.npy", "--labels", "y.txt")
+    assert "y.txt" in message and "line 3: NaN or infinity" in message
+
+
+def test_label_column_beyond_float32_is_refused(tmp_path, failed):
+    x = np.ones((5, 3))
+    x[2, 0] = 1e300
+    np.save(tmp_path / "x.npy", x)
+    assert "row 2 has a NaN or infinite label" in failed(tmp_path, "x.npy", "--label-column", 0)

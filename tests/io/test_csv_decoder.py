@@ -117,3 +117,64 @@ def test_csv_error_in_a_channel_names_channel_file_and_line(tmp_path):
         list(iter_blocks(ChannelSpec("train", tmp_path, content_type="text/csv"), 0))
     message = str(caught.value)
     assert "channel 'train'" in message and str(folder / "b.csv") in message and "line 2" in message
+
+
+# --- float32 range and line numbering (issue 12, item 1) ---------------------------------------
+
+@pytest.mark.parametrize("text, label_size, line, what", [
+    ("1,2,3\n4,1e40,6\n", 0, 2, "NaN or infinity"),  # finite as float64, inf as float32
+    ("1,2,3\n4,5,-3.5e38\n", 0, 2, "NaN or infinity"),
+    ("1,2,3\n1e39,5,6\n", 1, 2, "NaN or infinite label"),
+])
+def test_values_beyond_float32_are_refused_after_the_cast(text, label_size, line, what):
+    exc = error(text, label_size=label_size)
+    assert f"line {line}: {what}" in str(exc) and "float32" in str(exc)
+
+
+def test_largest_float32_passes():
+    batch = decode("3.4028234e38,-3.4028234e38\n", 0)
+    assert np.isfinite(batch.features).all()
+
+
+@pytest.mark.parametrize("buffer_size", [8, 1 << 16])
+def test_lines_are_physical_lines_blank_ones_included(buffer_size):
+    """Blank and whitespace-only lines are skipped but still counted, as an editor counts."""
+    text = "1,2\n\n   \n3,4\n\t\n5,nan\n"
+    assert "line 6:" in str(error(text, buffer_size=buffer_size))
+    batch = decode("1,2\n\n   \n3,4\n", 0, buffer_size)
+    assert np.array_equal(batch.features, [[1, 2], [3, 4]])
+
+
+@pytest.mark.parametrize("text, line, shown", [
+    ("1,2\n3,4#5\n", 2, "'4#5'"),  # '#' is data, not a comment
+    ("1,2\n1_0,2\n", 2, "'1_0'"),  # Python's float() takes it; CSV numbers do not
+    ("1,2\n3,,4\n", 2, "''"),
+    ("1,2\n3,4\r5,6\n", 2, "'4\\r5'"),  # a lone CR is not a line break
+    ("1,2\n\x00\n", 2, "'\\x00'"),
+])
+def test_every_unreadable_line_is_a_data_error_naming_it(text, line, shown):
+    exc = error(text)
+    assert f"line {line}: non-numeric field {shown}" in str(exc)
+
+
+def test_ragged_line_after_blank_lines_names_its_physical_line():
+    exc = error("1,2\n\n3\n")
+    assert "line 3: 1 columns where earlier lines have 2" in str(exc)
+
+
+def test_training_on_csv_beyond_float32_fails_as_a_client_error_naming_file_and_line(tmp_path):
+    """The issue's case: one 1e40 in a k-means CSV channel once trained a NaN model, exit 0."""
+    from mlroot import make_ml_root
+
+    from pipealgos.platform.config import MLRoot
+    from pipealgos.platform.train import EXIT_CLIENT_ERROR, run_training
+
+    root = make_ml_root(tmp_path, {"feature_dim": 2, "k": 2, "mini_batch_size": 4},
+                        {"train": {"TrainingInputMode": "File", "ContentType": "text/csv"}})
+    folder = root / "input" / "data" / "train"
+    folder.mkdir()
+    (folder / "part.csv").write_text("".join(f"{i},{i % 3}\n" for i in range(20)) + "\n1e40,1\n")
+    assert run_training(MLRoot(root), "kmeans") == EXIT_CLIENT_ERROR
+    failure = (root / "output" / "failure").read_text()
+    assert str(folder / "part.csv") in failure and "line 22: NaN or infinity" in failure
+    assert not list((root / "model").iterdir())
