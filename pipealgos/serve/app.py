@@ -64,7 +64,7 @@ def create_app(model_dir: Path) -> Flask:
     @app.post("/endpoints/<name>/invocations")
     def invocations(name: str | None = None) -> Response:
         try:
-            accept = formats.choose_accept(request.headers.get("Accept"), default_accept)
+            accept = formats.choose_response_type(request.accept_mimetypes, default_accept)
             body = _read_body(max_bytes, max_payload_mb)
             content = _invoke(served, body, request.headers.get("Content-Type"), accept)
             return Response(content, status=200, content_type=accept)

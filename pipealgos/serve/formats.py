@@ -36,10 +36,12 @@ import math
 from collections.abc import Sequence
 
 import numpy as np
+from werkzeug.datastructures import MIMEAccept
 
 from pipealgos.io import DataError, concat
+from pipealgos.io.channel import ContentType
 from pipealgos.io.csv import CsvDecoder
-from pipealgos.io.minibatch import Features, rows_to_csr
+from pipealgos.io.minibatch import Features, first_nonfinite_row, rows_to_csr
 from pipealgos.io.protobuf import RecordDecoder
 from pipealgos.io.recordio import HEADER, encode_frame
 from pipealgos.io.stream import decode_buffer
@@ -80,43 +82,32 @@ class UnsupportedMediaType(RequestError):
 
 
 def media_type(header: str | None) -> str:
-    """``"Text/CSV; charset=utf-8"`` -> ``"text/csv"``; missing -> ``""``."""
-    return (header or "").split(";", 1)[0].strip().lower()
+    """``"Text/CSV; charset=utf-8"`` -> ``"text/csv"``; missing -> ``""``. Parsed by the IO
+    layer's :meth:`ContentType.parse <pipealgos.io.channel.ContentType.parse>`, as training
+    parses a channel's ContentType (so the RecordIO aliases ``protobuf`` and
+    ``application/x-labeled-vector-protobuf`` mean RecordIO here too)."""
+    return ContentType.parse(header).mime if header and header.strip() else ""
 
 
-def choose_accept(header: str | None, default: str) -> str:
-    """The response type for an ``Accept`` header: the first supported type in preference
-    order (``q`` values respected); missing, empty or ``*/*`` gives ``default``; ``type/*``
-    gives ``default`` when it matches, else the first supported type of that family."""
-    if not header or not header.strip():
+def choose_response_type(accept: MIMEAccept, default: str) -> str:
+    """The response type for a request's parsed ``Accept`` (``request.accept_mimetypes``).
+
+    Missing or empty gives ``default``; otherwise werkzeug's ``best_match`` over
+    :data:`RESPONSE_TYPES` with ``default`` offered first: the highest ``q`` wins, a more
+    specific type beats a wildcard, and at equal ``q`` and specificity the earlier offer wins,
+    so ``*/*`` (and ``type/*`` covering ``default``) gives ``default``, ``text/*`` gives
+    ``text/csv``. Parameters of accepted types (``;charset=binary``) are ignored, as they are
+    in ``Content-Type``. Raises :class:`NotAcceptable` naming the supported types.
+    """
+    if not accept:
         return default
-    candidates = []
-    for position, part in enumerate(header.split(",")):
-        name, *params = (p.strip() for p in part.split(";"))
-        quality = 1.0
-        for param in params:
-            key, _, value = param.partition("=")
-            if key.strip().lower() == "q":
-                try:
-                    quality = float(value)
-                except ValueError:
-                    quality = 0.0
-        if name and quality > 0:
-            candidates.append((-quality, position, name.lower()))
-    for _, _, name in sorted(candidates):
-        if name == "*/*":
-            return default
-        if name.endswith("/*"):
-            family = name[:-1]
-            if default.startswith(family):
-                return default
-            for supported in RESPONSE_TYPES:
-                if supported.startswith(family):
-                    return supported
-        elif name in RESPONSE_TYPES:
-            return name
-    raise NotAcceptable(f"cannot answer in Accept '{header}': supported response types are "
-                        f"{', '.join(RESPONSE_TYPES)} (or */* for {default})")
+    offered = [default, *(kind for kind in RESPONSE_TYPES if kind != default)]
+    without_parameters = MIMEAccept([(media_type(value), quality) for value, quality in accept])
+    chosen = without_parameters.best_match(offered)
+    if chosen is None:
+        raise NotAcceptable(f"cannot answer in Accept '{accept.to_header()}': supported response types are "
+                            f"{', '.join(RESPONSE_TYPES)} (or */* for {default})")
+    return chosen
 
 
 # --- requests ---------------------------------------------------------------------------------
@@ -162,11 +153,28 @@ def _decode_csv(body: bytes, feature_dim: int | None) -> Features:
     return concat(blocks).features if blocks else np.zeros((0, feature_dim or 0), dtype=np.float32)
 
 
+# The widest record a request may describe. Sparse shapes are multiplied in Python integers
+# (no fixed-width overflow) and refused beyond this, which also keeps keys within int64.
+MAX_FEATURES = 2**31 - 1
+_FLOAT32_FIX = "values are read as float32: send finite numbers within +-3.4e38"
+
+
 def _load_json(text: bytes, where: str):
     try:
         return json.loads(text)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise BadRequest(f"{where} is not valid JSON ({exc})") from None
+    except RecursionError:  # the parser recurses per nesting level: [[[[... runs out of stack
+        raise BadRequest(f"{where} is nested too deeply to read: a request nests at most a few levels "
+                         '({"instances": [{"features": [...]}]})') from None
+
+
+def _preview(value) -> str:
+    """The start of ``value`` as JSON, for error messages (never fails, even on deep nesting)."""
+    try:
+        return json.dumps(value)[:100]
+    except (RecursionError, ValueError):
+        return f"a {type(value).__name__} nested too deeply to show"
 
 
 def _decode_json(body: bytes, feature_dim: int | None) -> Features:
@@ -216,17 +224,21 @@ def _instances_to_features(instances: list, feature_dim: int | None) -> Features
 
 def _dense_fast_path(instances: list, feature_dim: int | None) -> np.ndarray | None:
     """All records dense ``{"features": [...]}`` (or plain rows) of one width: one numpy call.
-    None sends the request to the per-record path, which also names any bad record."""
+    None sends the request to the per-record path, which names any malformed record; a value
+    that is not finite as float32 is refused here, naming its record."""
     try:
         rows = [inst["features"] if isinstance(inst, dict) else inst for inst in instances]
         array = np.array(rows)
-    except (KeyError, TypeError, ValueError):
+    except (KeyError, TypeError, ValueError, OverflowError, RecursionError):
         return None
     if array.ndim != 2 or array.dtype.kind not in "fi" or (feature_dim is not None and array.shape[1] != feature_dim):
         return None
-    array = array.astype(np.float32)
-    if not np.isfinite(array).all():
-        return None
+    with np.errstate(over="ignore"):  # beyond float32's range becomes inf, refused just below
+        array = array.astype(np.float32)
+    row = first_nonfinite_row(array)
+    if row is not None:
+        where = f"record {row} 'features'" if isinstance(instances[row], dict) else f"record {row}"
+        raise BadRequest(f"{where} values contain NaN or infinity ({_FLOAT32_FIX})")
     return array
 
 
@@ -248,36 +260,68 @@ def _instance_row(instance, index: int, feature_dim: int | None) -> tuple[np.nda
     else:
         raise BadRequest(f'record {index} must be {{"features": [...]}} or {{"data": {{"features": '
                          f'{{"values": [...]}}}}}} (optionally with "keys" and "shape" for sparse data), '
-                         f"got {json.dumps(instance)[:100]}")
-    array = _number_array(values, f"{where} values", np.float32)
+                         f"got {_preview(instance)}")
+    array = _float32_values(values, f"{where} values")
     if keys is None:
         dim = len(array)
-        if shape is not None and math.prod(_number_array(shape, f"{where} shape", np.int64).tolist()) != dim:
-            raise BadRequest(f"{where}: {dim} dense values do not fill shape {shape}")
+        if shape is not None and _shape_size(shape, where) != dim:
+            raise BadRequest(f"{where}: {dim} dense values do not fill shape {_preview(shape)}")
         _check_dim(dim, feature_dim, where)
         return array, None, dim
-    key_array = _number_array(keys, f"{where} keys", np.int64)
     if shape is None:
         raise BadRequest(f"{where}: sparse records (with 'keys') need 'shape': [feature_dim]")
-    dim = math.prod(_number_array(shape, f"{where} shape", np.int64).tolist())
+    dim = _shape_size(shape, where)
     _check_dim(dim, feature_dim, where)
-    if len(key_array) != len(array):
-        raise BadRequest(f"{where}: {len(key_array)} keys but {len(array)} values; they must pair up")
-    if len(key_array) and (key_array.min() < 0 or key_array.max() >= dim):
-        raise BadRequest(f"{where}: key {int(key_array.max()) if key_array.max() >= dim else int(key_array.min())} "
-                         f"is outside the shape {shape} (keys are 0-based indices below {dim})")
-    return array, key_array, dim
+    return array, _sparse_keys(keys, len(array), dim, where), dim
 
 
-def _number_array(values, what: str, dtype) -> np.ndarray:
+def _check_number_list(values, what: str) -> None:
     if not isinstance(values, list) or not all(_is_number(v) for v in values):
-        raise BadRequest(f"{what} must be a flat list of numbers, got {json.dumps(values)[:100]}")
-    array = np.asarray(values, dtype=np.float64)
+        raise BadRequest(f"{what} must be a flat list of numbers, got {_preview(values)}")
+
+
+def _float32_values(values, what: str) -> np.ndarray:
+    """``values`` as float32, refused when any is not finite *after* the cast (1e40 is a finite
+    float64 but infinite as float32)."""
+    _check_number_list(values, what)
+    try:
+        with np.errstate(over="ignore"):
+            array = np.asarray(values, dtype=np.float64).astype(np.float32)
+    except OverflowError:  # a JSON integer beyond float64 itself
+        array = np.full(1, np.inf, dtype=np.float32)
     if not np.isfinite(array).all():
-        raise BadRequest(f"{what} contain NaN or infinity")
-    if dtype is np.int64 and (array != np.round(array)).any():
-        raise BadRequest(f"{what} must be whole numbers")
-    return array.astype(dtype)
+        raise BadRequest(f"{what} contain NaN or infinity ({_FLOAT32_FIX})")
+    return array
+
+
+def _whole_numbers(values, what: str) -> list[int]:
+    """``values`` as exact Python integers (whole floats such as ``3.0`` are accepted)."""
+    _check_number_list(values, what)
+    if not all(isinstance(v, int) or (math.isfinite(v) and v == int(v)) for v in values):
+        raise BadRequest(f"{what} must be whole numbers, got {_preview(values)}")
+    return [int(v) for v in values]
+
+
+def _shape_size(shape, where: str) -> int:
+    """The feature count a ``shape`` describes, computed exactly and range-checked."""
+    sizes = _whole_numbers(shape, f"{where} shape")
+    size = math.prod(sizes)
+    if not sizes or min(sizes) < 1 or size > MAX_FEATURES:
+        raise BadRequest(f"{where}: shape {_preview(shape)} is out of range: a shape is a list of sizes of at "
+                         f"least 1 whose product, the feature count, is at most {MAX_FEATURES}")
+    return size
+
+
+def _sparse_keys(keys, count: int, dim: int, where: str) -> np.ndarray:
+    """``keys`` as int64 indices, each in ``[0, dim)``, one per value."""
+    indices = _whole_numbers(keys, f"{where} keys")
+    if len(indices) != count:
+        raise BadRequest(f"{where}: {len(indices)} keys but {count} values; they must pair up")
+    outside = next((key for key in indices if not 0 <= key < dim), None)
+    if outside is not None:
+        raise BadRequest(f"{where}: key {outside} is outside the shape [{dim}] "
+                         f"(keys are 0-based indices below {dim})")
+    return np.asarray(indices, dtype=np.int64)
 
 
 def _check_dim(dim: int, feature_dim: int | None, where: str) -> None:

@@ -11,7 +11,6 @@ import scipy.sparse as sp
 from mlroot import recordio_bytes
 from sagemaker.amazon.common import read_records
 
-from pipealgos.platform.model_store import load_model, save_model
 from pipealgos.serve.app import create_app
 from pipealgos.serve.settings import ServeConfigError
 
@@ -112,11 +111,16 @@ ERRORS = [
     # (content type, accept, body, status, message part)
     ("application/json", None, b'{"instances": [{"features": [1, 2', 400, "not valid JSON"),
     ("application/json", None, b'{"instances": [{"features": [1, 2, 3, 4, 5, 6]}, {"features": [1, 2]}]}', 400,
-     "record 1 'features' has 2 features, expected 6"),
+     "record 1 'features' has 2 features, but the model takes 6"),
     ("text/csv", None, b"1,2,3\n", 400, "expected feature_dim 6"),
     ("application/x-recordio-protobuf", None, b"\x00" * 16, 400, "not a RecordIO frame"),
     ("application/x-npy", None, b"\x93NUMPY", 415, "send one of application/json"),
     ("text/csv", "image/png", b"1,2,3,4,5,6\n", 406, "supported response types"),
+    ("application/json", None, b"[" * 100_000 + b"]" * 100_000, 400, "nested too deeply"),
+    ("application/json", None, b'[[1, 2, 3, 4, 5, 6], [1, 2, 3, 4, 5, 1e40]]', 400,
+     "record 1 values contain NaN or infinity"),
+    ("application/json", None, b'{"instances": [{"data": {"features": {"keys": [0], "shape": [1180591620717411303424], '
+     b'"values": [1]}}}]}', 400, "record 0 data.features: shape [1180591620717411303424] is out of range"),
 ]
 
 
@@ -144,16 +148,23 @@ def test_payload_limit_is_413_then_serving_continues(trained_pca, monkeypatch):
     assert client.post("/invocations", data=small, headers={"Content-Type": "application/x-recordio-protobuf"}).status_code == 200
 
 
-def test_an_unexpected_failure_is_500_logged_and_the_next_request_succeeds(trained_pca, tmp_path, caplog):
-    """A model saved without feature_dim cannot reject a too-narrow row up front: the model
-    call itself fails, which the server must survive."""
-    stored = load_model(trained_pca.model_dir)
-    hyperparameters = {k: v for k, v in stored.hyperparameters.items() if k != "feature_dim"}
-    save_model(tmp_path / "model", "pca", hyperparameters, stored.arrays)
-    client = create_app(tmp_path / "model").test_client()
-    response = client.post("/invocations", data=b"1,2,3\n", headers={"Content-Type": "text/csv"})
+def test_an_unexpected_failure_is_500_logged_and_the_next_request_succeeds(trained_pca, caplog):
+    """The model call itself fails (injected for rows starting with 13): the server answers
+    500 with the reason, logs the traceback and serves the next request."""
+    app = create_app(trained_pca.model_dir)
+    model = app.extensions["pipealgos"].model
+    real_predict = model.predict
+
+    def failing_predict(features):
+        if features[0, 0] == 13:
+            raise ValueError("injected failure")
+        return real_predict(features)
+
+    model.predict = failing_predict
+    client = app.test_client()
+    response = client.post("/invocations", data=b"13,2,3,4,5,6\n", headers={"Content-Type": "text/csv"})
     assert response.status_code == 500
-    assert "internal error during inference: ValueError" in response.get_data(as_text=True)
+    assert "internal error during inference: ValueError: injected failure" in response.get_data(as_text=True)
     assert any("inference failed" in r.getMessage() and r.exc_info for r in caplog.records)
     good = client.post("/invocations", data=b"1,2,3,4,5,6\n", headers={"Content-Type": "text/csv"})
     assert good.status_code == 200

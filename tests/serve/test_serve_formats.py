@@ -14,6 +14,9 @@ from hypothesis import strategies as st
 from mlroot import recordio_bytes
 from sagemaker.amazon.common import read_records, write_numpy_to_dense_tensor, write_spmatrix_to_sparse_tensor
 
+from werkzeug.datastructures import MIMEAccept
+from werkzeug.http import parse_accept_header
+
 from pipealgos.serve import formats
 from pipealgos.serve.formats import BadRequest, NotAcceptable, UnsupportedMediaType
 
@@ -95,7 +98,7 @@ def test_feature_dim_unknown_takes_the_first_record():
 BAD_REQUESTS = [
     ("application/json", b'{"instances": [{"features": [1, 2, 3]}', "not valid JSON"),
     ("application/json", b'{"instances": [{"features": [1, 2, 3]}, {"features": [1, 2]}]}',
-     "record 1 'features' has 2 features, expected 3"),
+     "record 1 'features' has 2 features, but the model takes 3"),
     ("application/json", b'{"instances": [{"features": [1, 2, 3]}, {"features": [1, "x", 3]}]}',
      "record 1 'features' values must be a flat list of numbers"),
     ("application/json", b'{"instances": [{"features": [1, 2, 3]}, {"features": [1, NaN, 3]}]}',
@@ -118,6 +121,44 @@ BAD_REQUESTS = [
     ("application/x-recordio-protobuf", recordio_bytes(ROWS)[:-5], "truncated"),
     ("application/x-recordio-protobuf", recordio_bytes(np.ones((3, 2), np.float32)), "expected feature_dim 3"),
     ("application/json", b"   ", "empty"),
+    # values beyond float32's range are infinite after the cast (issue 12, item 1)
+    ("application/json", b'{"instances": [{"features": [1, 2, 3]}, {"features": [1, 1e40, 3]}]}',
+     "record 1 'features' values contain NaN or infinity (values are read as float32"),
+    ("application/json", b'[[1, 2, 3], [-1e39, 2, 3]]', "record 1 values contain NaN or infinity"),
+    ("application/json", b'{"instances": [{"features": [1, 2, 3]}, {"features": [1, 1e40, "x"]}]}',
+     "record 1 'features' values must be a flat list of numbers"),
+    ("application/json", b'[[1, 2, 3], [1, 2, ' + str(10**400).encode() + b']]', "record 1 values contain NaN or infinity"),
+    ("application/json", b'{"instances": [{"data": {"features": {"keys": [1], "shape": [3], "values": [1e40]}}}]}',
+     "record 0 data.features values contain NaN or infinity"),
+    ("application/jsonlines", b'{"features": [1, 2, 3]}\n{"features": [3.5e38, 2, 3]}\n',
+     "record 1 'features' values contain NaN or infinity"),
+    # sparse shapes and keys range-checked in exact integers (issue 12, item 13)
+    ("application/json", b'{"instances": [{"data": {"features": {"keys": [0], "shape": [1180591620717411303424], '
+     b'"values": [1]}}}]}', "record 0 data.features: shape [1180591620717411303424] is out of range"),
+    ("application/json", b'{"instances": [{"data": {"features": {"keys": [0], "shape": [4294967296, 4294967296], '
+     b'"values": [1]}}}]}', "shape [4294967296, 4294967296] is out of range"),
+    ("application/json", b'{"instances": [{"data": {"features": {"keys": [0], "shape": [4611686018427387904, 3], '
+     b'"values": [1]}}}]}', "is out of range"),
+    ("application/json", b'{"instances": [{"data": {"features": {"keys": [0], "shape": [0], "values": [1]}}}]}',
+     "shape [0] is out of range"),
+    ("application/json", b'{"instances": [{"data": {"features": {"keys": [0], "shape": [-3], "values": [1]}}}]}',
+     "shape [-3] is out of range"),
+    ("application/json", b'{"instances": [{"data": {"features": {"keys": [0], "shape": [3.5], "values": [1]}}}]}',
+     "shape must be whole numbers"),
+    ("application/json", b'{"instances": [{"data": {"features": {"keys": [-1], "shape": [3], "values": [1]}}}]}',
+     "key -1 is outside the shape [3]"),
+    ("application/json", b'{"instances": [{"data": {"features": {"keys": [9223372036854775808], "shape": [3], '
+     b'"values": [1]}}}]}', "key 9223372036854775808 is outside the shape [3]"),
+    ("application/json", b'{"instances": [{"data": {"features": {"keys": [1e300], "shape": [3], "values": [1]}}}]}',
+     "is outside the shape [3]"),
+    ("application/json", b'{"instances": [{"features": [1, 2, 3], "data": 1}, {"data": {"features": {"keys": [0], '
+     b'"shape": [2, 2], "values": [1]}}}]}', "record 1 data.features has 4 features, but the model takes 3"),
+    # deep nesting is a 400, not a RecursionError (issue 12, item 14)
+    ("application/json", b"[" * 100_000 + b"]" * 100_000, "nested too deeply"),
+    ("application/json", b'{"instances": ' + b"[" * 100_000, "nested too deeply"),
+    ("application/jsonlines", b'{"features": [1, 2, 3]}\n' + b"[" * 100_000 + b"\n", "line 2 of the application/jsonlines"),
+    ("application/json", b'{"instances": [{"features": ' + b"[" * 900 + b"]" * 900 + b"}]}",
+     "record 0 'features' values must be a flat list of numbers"),
 ]
 
 
@@ -158,19 +199,31 @@ def test_unsupported_content_type_is_415(content_type):
     ("application/*", "application/json"),
 ])
 def test_accept_negotiation(header, chosen):
-    assert formats.choose_accept(header, "application/json") == chosen
+    assert formats.choose_response_type(accept(header), "application/json") == chosen
+
+
+def accept(header: str | None) -> MIMEAccept:
+    """The header parsed as Flask parses ``request.accept_mimetypes``."""
+    return parse_accept_header(header, MIMEAccept)
 
 
 def test_wildcard_accept_uses_the_configured_default():
-    assert formats.choose_accept("*/*", "application/jsonlines") == "application/jsonlines"
-    assert formats.choose_accept(None, "application/x-recordio-protobuf") == "application/x-recordio-protobuf"
+    assert formats.choose_response_type(accept("*/*"), "application/jsonlines") == "application/jsonlines"
+    assert formats.choose_response_type(accept("application/*"), "application/jsonlines") == "application/jsonlines"
+    assert formats.choose_response_type(accept(None), "text/csv") == "text/csv"
 
 
 @pytest.mark.parametrize("header", ["image/png", "application/xml, text/html", "application/json;q=0"])
 def test_unsupported_accept_is_406(header):
     with pytest.raises(NotAcceptable) as caught:
-        formats.choose_accept(header, "application/json")
+        formats.choose_response_type(accept(header), "application/json")
     assert caught.value.status == 406 and "application/jsonlines" in caught.value.message
+
+
+@pytest.mark.parametrize("header,kind", [(None, ""), ("  ", ""), ("Text/CSV; label_size=1", "text/csv"),
+                                         ("protobuf", "application/x-recordio-protobuf")])
+def test_media_type_is_the_io_layers_parse(header, kind):
+    assert formats.media_type(header) == kind
 
 
 # --- responses --------------------------------------------------------------------------------

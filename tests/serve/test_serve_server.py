@@ -90,7 +90,7 @@ def test_errors_then_good_requests_on_one_kept_alive_connection(server, trained_
     cases = [
         ("text/csv", None, b"1,2,3\n", 400, "expected feature_dim 6"),
         ("application/json", None, b'{"instances": [{"features": [1,2,3,4,5,6]}, {"features": [1]}]}', 400,
-         "record 1 'features' has 1 features, expected 6"),
+         "record 1 'features' has 1 features, but the model takes 6"),
         ("application/x-recordio-protobuf", None, b"garbage!", 400, "not a RecordIO frame"),
         ("image/jpeg", None, b"\xff\xd8", 415, "send one of"),
         ("text/csv", "application/xml", good, 406, "supported response types"),
@@ -127,23 +127,24 @@ def test_chunked_body_over_the_limit_is_413(server):
 
 
 def test_unexpected_failure_is_500_logged_and_the_server_keeps_serving(trained_pca, tmp_path):
-    """A model saved without feature_dim lets a too-narrow row reach the model, which fails."""
+    """A damaged model (its mean one value short) fails inside the model call on every request:
+    each is answered 500 with the reason, the traceback is logged, and the worker lives on."""
     stored = load_model(trained_pca.model_dir)
     root = tmp_path / "ml"
-    save_model(root / "model", "pca", {k: v for k, v in stored.hyperparameters.items() if k != "feature_dim"},
-               stored.arrays)
+    arrays = {**stored.arrays, "mean": stored.arrays["mean"][:, :-1]}
+    save_model(root / "model", "pca", stored.hyperparameters, arrays, stored.resolved_hyperparameters,
+               stored.feature_dim)
     process = start_server(root, tmp_path / "serve.log", workers=1)
     try:
-        status, _, body = process.request("POST", "/invocations", b"1,2,3\n", {"Content-Type": "text/csv"})
-        assert status == 500 and b"internal error during inference: ValueError" in body
-        status, _, body = process.request("POST", "/invocations", b"1,2,3,4,5,6\n", {"Content-Type": "text/csv"})
-        assert status == 200
-        got = np.array(json.loads(body)["projections"][0]["projection"], dtype=np.float32)
-        np.testing.assert_array_equal(got, trained_pca.predict(np.arange(1, 7, dtype=np.float32)[None, :])[0])
+        for _ in range(2):
+            status, _, body = process.request("POST", "/invocations", b"1,2,3,4,5,6\n", {"Content-Type": "text/csv"})
+            assert status == 500 and b"internal error during inference: ValueError" in body
+            assert process.request("GET", "/ping")[0] == 200
     finally:
         assert process.stop() == 0
     log = process.logs()
     assert "ERROR" in log and "inference failed" in log and "Traceback" in log
+    assert log.count("Booting worker") == 1  # the same worker answered every request
 
 
 def test_sigterm_shuts_down_gracefully(trained_pca, tmp_path):
