@@ -123,3 +123,82 @@ def test_success_writes_manifest_and_no_failure(tmp_path):
     assert manifest["arrays"]["v"]["shape"] == [4, 2]
     assert manifest["hyperparameters"]["num_components"] == 2
     assert sorted(p.name for p in (root / "model").iterdir()) == ["manifest.json", "model_algo-1.npz"]
+
+
+def test_every_hyperparameter_problem_is_reported_at_once(tmp_path):
+    failure = _fail(tmp_path, GOOD, hp={**GOOD_HP, "num_compnents": 2, "algorithm_mode": "fast", "feature_dim": "x"})
+    assert failure.startswith("ClientError: 3 hyperparameter problems")
+    for text in ("'num_compnents'", "'algorithm_mode' has invalid value 'fast'", "'feature_dim' has invalid value 'x'"):
+        assert text in failure, failure
+
+
+@pytest.mark.parametrize("value", ["inf", "-1e39", "nan"])
+def test_float_hyperparameters_must_be_finite_in_float32(tmp_path, value):
+    root = make_ml_root(tmp_path, {"predictor_type": "regressor", "init_bias": value}, {"train": {}})
+    assert run_training(MLRoot(root), "linear-learner") == 1
+    failure = (root / "output" / "failure").read_text()
+    assert f"'init_bias' has invalid value '{value}'" in failure and "finite in float32" in failure
+
+
+def _config_failure(tmp_path, name: str, write) -> str:
+    root = make_ml_root(tmp_path, GOOD_HP, {"train": {"TrainingInputMode": "File"}})
+    write_channel_files(root, "train", [GOOD])
+    path = root / "input" / "config" / name
+    path.unlink()
+    write(path)
+    assert run_training(MLRoot(root), "pca") == 1, "a bad config file is the user's to fix: exit 1"
+    return (root / "output" / "failure").read_text()
+
+
+def test_config_files_that_are_not_utf8_json_files_are_client_errors(tmp_path):
+    failure = _config_failure(tmp_path / "a", "hyperparameters.json", lambda p: p.write_bytes(b'{"feature_dim": "\xff"}'))
+    assert "hyperparameters.json is not UTF-8 text" in failure
+    failure = _config_failure(tmp_path / "b", "inputdataconfig.json", lambda p: p.mkdir())
+    assert "inputdataconfig.json is not a file" in failure
+
+
+def test_a_content_type_that_is_not_a_string_is_a_client_error(tmp_path):
+    root = make_ml_root(tmp_path, GOOD_HP, {"train": {"TrainingInputMode": "File", "ContentType": 5}})
+    write_channel_files(root, "train", [GOOD])
+    assert run_training(MLRoot(root), "pca") == 1
+    assert "channel 'train' has ContentType=5; ContentType must be a string" in (root / "output" / "failure").read_text()
+
+
+def test_a_pipe_timeout_that_is_not_a_number_is_a_client_error(tmp_path, monkeypatch):
+    monkeypatch.setenv("PIPEALGOS_PIPE_TIMEOUT", "abc")
+    failure = _fail(tmp_path, GOOD)
+    assert failure.startswith("ClientError: PIPEALGOS_PIPE_TIMEOUT='abc' is not a number of seconds > 0")
+
+
+def test_a_missing_ml_root_is_named(tmp_path):
+    assert run_training(MLRoot(tmp_path / "nowhere"), "pca") == 1
+    assert "the ML root" in (tmp_path / "nowhere" / "output" / "failure").read_text()
+    assert "does not exist" in (tmp_path / "nowhere" / "output" / "failure").read_text()
+
+
+def test_a_success_clears_the_failure_an_earlier_run_left(tmp_path):
+    _fail(tmp_path, GOOD, hp={**GOOD_HP, "num_components": 9})
+    write_channel_files(tmp_path, "train", [GOOD])
+    (tmp_path / "input" / "config" / "hyperparameters.json").write_text(json.dumps({k: str(v) for k, v in GOOD_HP.items()}))
+    assert run_training(MLRoot(tmp_path), "pca") == 0
+    assert not (tmp_path / "output" / "failure").exists()
+
+
+def test_a_model_holding_nan_is_never_saved():
+    from pipealgos.platform.train import _check_finite
+
+    _check_finite({"w": np.ones(3, np.float32), "labels": np.arange(3)}, "pca")
+    with pytest.raises(RuntimeError, match="non-finite values in model array 'w'"):
+        _check_finite({"w": np.array([1.0, np.nan], np.float32)}, "pca")
+
+
+def test_unknown_algorithm_names_the_choices(tmp_path):
+    root = make_ml_root(tmp_path, GOOD_HP, {"train": {"TrainingInputMode": "File"}})
+    assert run_training(MLRoot(root), "xgboost") == 1
+    assert "unknown algorithm 'xgboost'" in (root / "output" / "failure").read_text()
+
+
+def test_bad_compute_threads_setting_fails_with_a_clear_message(tmp_path, monkeypatch):
+    monkeypatch.setenv("PIPEALGOS_COMPUTE_THREADS", "two")
+    failure = _fail(tmp_path, GOOD)
+    assert "PIPEALGOS_COMPUTE_THREADS='two' is not a thread count" in failure

@@ -11,7 +11,10 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pytest
 from mlroot import make_ml_root, read_model, recordio_bytes, write_channel_files
+
+from pipealgos.platform.train import Terminated, _on_sigterm
 
 TRAIN = str(Path(sys.executable).parent / "train")
 HP = {"feature_dim": 5, "num_components": 2, "mini_batch_size": 20}
@@ -49,12 +52,18 @@ def test_sigterm_during_pipe_training_writes_failure_promptly(tmp_path):
     assert not (root / "model" / "manifest.json").exists()
 
 
-def test_unknown_algorithm(tmp_path):
-    root = make_ml_root(tmp_path, HP, {"train": {"TrainingInputMode": "File"}})
-    done = subprocess.run([TRAIN, "--ml-root", str(root), "--algorithm", "xgboost"], capture_output=True, text=True,
-                          timeout=120, env={k: v for k, v in os.environ.items() if k != "PIPEALGOS_ALGORITHM"})
-    assert done.returncode == 1
-    assert "unknown algorithm 'xgboost'" in (root / "output" / "failure").read_text()
+def test_after_the_first_sigterm_later_ones_are_ignored():
+    """StopTrainingJob may signal again while the job winds down: the first SIGTERM turns the
+    handler off, so a second cannot interrupt writing the failure file. (Checked on the handler
+    itself: signals sent to a process in quick succession coalesce, so a process test could not
+    tell the two behaviours apart.)"""
+    previous = signal.getsignal(signal.SIGTERM)
+    try:
+        with pytest.raises(Terminated):
+            _on_sigterm(signal.SIGTERM, None)
+        assert signal.getsignal(signal.SIGTERM) is signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _logged_threads(tmp_path, extra_env):
@@ -75,12 +84,3 @@ def test_cpu_training_leaves_a_core_to_the_reader_thread(tmp_path):
     assert _logged_threads(tmp_path / "a", {}) == str(max(1, int(default) - 1))
     assert _logged_threads(tmp_path / "b", {"OMP_NUM_THREADS": "1"}) == "1"
     assert _logged_threads(tmp_path / "c", {"OMP_NUM_THREADS": "1", "PIPEALGOS_COMPUTE_THREADS": "3"}) == "3"
-
-
-def test_bad_compute_threads_setting_fails_with_a_clear_message(tmp_path):
-    root = make_ml_root(tmp_path, HP, {"train": {"TrainingInputMode": "File"}})
-    write_channel_files(root, "train", [recordio_bytes(np.ones((40, 5), np.float32))])
-    env = {**os.environ, "PIPEALGOS_ALGORITHM": "pca", "PIPEALGOS_COMPUTE_THREADS": "two"}
-    done = subprocess.run([TRAIN, "--ml-root", str(root)], env=env, capture_output=True, text=True, timeout=120)
-    assert done.returncode == 1
-    assert "PIPEALGOS_COMPUTE_THREADS='two' is not a thread count" in (root / "output" / "failure").read_text()
