@@ -5,6 +5,14 @@
  *
  * Only the buffer protocol is used (no numpy headers): the caller allocates the outputs.
  * Every read is bounds-checked against the frame, so any input bytes are safe to pass.
+ *
+ * Ranges, so that no arithmetic here can wrap: a frame's length is below 2**29 and every
+ * varint read is at most 4 bytes (< 2**28), so lengths, value counts and byte counts fit
+ * 32 bits and their sums fit Py_ssize_t (they are bounded by the buffer's size). The shape
+ * must be exactly one such varint, 1 <= dim < 2**28, so keys (checked < dim) fit the int32
+ * indices and no product of dimensions is ever formed: a wider or multi-dimensional shape
+ * ends the run, and the general path (pipealgos/io/protobuf.py) multiplies it exactly and
+ * range-checks it.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>

@@ -21,6 +21,7 @@ of irregular records costs little more than the general path alone.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -33,6 +34,10 @@ from .recordio import HEADER, FrameParser, padded_length
 from .sparse_run import decode_sparse_run
 from .wire import TensorSlot, dense_record_slots
 
+#: The most features a record may declare: column indices are int64 (numpy, scipy, torch), so
+#: keys (uint64 on the wire) must stay below this. Whether that many columns fit in memory is
+#: the algorithm's to judge; the decoder only refuses counts no index type can address.
+MAX_FEATURE_DIM = np.iinfo(np.int64).max
 _TENSOR_KINDS = ("float32_tensor", "float64_tensor", "int32_tensor")
 _NONFINITE_FIX = ("Remove or impute non-finite values before training; values are read as float32, "
                   "so float64 values beyond +-3.4e38 become infinite too")
@@ -369,13 +374,17 @@ class RecordDecoder:
         values, keys, shape = _tensor_arrays(record.features["values"], "features", where)
         if keys is None:
             dim = len(values)
-            if shape is not None and int(np.prod(shape)) != dim:
+            if dim == 0:
+                raise DataError("record's features tensor is empty (no values, no shape)", **where,
+                                fix="Give every record its feature values (a sparse row of zeros: keys [] "
+                                "and shape [feature_dim])")
+            if shape is not None and math.prod(shape) != dim:
                 raise DataError(f"dense record has {dim} values but shape {list(shape)}", **where)
         else:
             if shape is None:
                 raise DataError("sparse record (keys present) has no shape", **where,
                                 fix="Sparse tensors need shape [feature_dim]")
-            dim = int(np.prod(shape))
+            dim = _feature_count(shape, where)
             if len(keys) != len(values):
                 raise DataError(f"sparse record has {len(keys)} keys but {len(values)} values", **where)
             if len(keys) and int(keys.max()) >= dim:
@@ -414,6 +423,16 @@ class RecordDecoder:
 
     def finish(self, offset: int) -> None:
         self.frames.finish(offset)
+
+
+def _feature_count(shape: list[int], where: dict) -> int:
+    """The feature count a sparse tensor's shape declares (the product of its dimensions,
+    computed exactly: shape values are uint64 and fixed-width products wrap), range-checked."""
+    count = math.prod(shape)
+    if not 1 <= count <= MAX_FEATURE_DIM:
+        raise DataError(f"sparse shape {shape} declares {count} features, outside 1..{MAX_FEATURE_DIM}", **where,
+                        fix="Sparse tensors need shape [feature_dim] with 1 <= feature_dim < 2**63")
+    return count
 
 
 def _tensor_arrays(value: record_pb2.Value, what: str, where: dict):
