@@ -22,6 +22,7 @@ import json
 import os
 import shutil
 import tempfile
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -86,21 +87,68 @@ def save_model(model_dir: Path, algorithm: str, hyperparameters: dict[str, Any],
 
 
 def load_model(model_dir: Path) -> StoredModel:
+    """The model in ``model_dir`` (manifest format 1 or 2). Raises :class:`ModelFormatError`
+    naming the file and the problem for a manifest that is not a pipealgos one, lacks a key or
+    holds one of the wrong type, and for an ``arrays_file`` that is not an npz archive inside
+    ``model_dir`` (a name with ``..``, an absolute path or a symlink leading out is refused)."""
     path = model_dir / MANIFEST
     if not path.exists():
         raise ModelFormatError(f"no {MANIFEST} in {model_dir}: not a pipealgos model directory")
-    try:
-        manifest = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise ModelFormatError(f"{path} is not valid JSON ({exc})") from None
-    if manifest.get("format") != FORMAT or manifest.get("format_version") not in READABLE_VERSIONS:
-        raise ModelFormatError(f"{path}: unsupported model format {manifest.get('format')!r} "
-                               f"version {manifest.get('format_version')!r}")
-    with np.load(model_dir / manifest["arrays_file"], allow_pickle=False) as data:
-        arrays = {name: data[name] for name in data.files}
+    manifest = _read_manifest(path)
+    arrays = _read_arrays(_arrays_path(model_dir, manifest["arrays_file"], path))
     missing = set(manifest["arrays"]) - set(arrays)
     if missing:
         raise ModelFormatError(f"{model_dir}: arrays {sorted(missing)} named in the manifest are missing")
     hyperparameters = manifest["hyperparameters"]
     resolved = manifest.get("resolved_hyperparameters", hyperparameters)
     return StoredModel(manifest["algorithm"], hyperparameters, arrays, manifest, resolved, manifest.get("feature_dim"))
+
+
+# Keys every readable manifest has (formats 1 and 2), and optional ones, with their JSON types.
+_REQUIRED_KEYS = {"algorithm": str, "hyperparameters": dict, "arrays_file": str, "arrays": dict}
+_OPTIONAL_KEYS = {"resolved_hyperparameters": dict, "feature_dim": (int, type(None))}
+
+
+def _read_manifest(path: Path) -> dict[str, Any]:
+    try:
+        manifest = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ModelFormatError(f"{path} is not valid JSON ({exc})") from None
+    if not isinstance(manifest, dict):
+        raise ModelFormatError(f"{path} holds a JSON {type(manifest).__name__}, not the manifest object "
+                               f'{{"format": "{FORMAT}", ...}}')
+    if manifest.get("format") != FORMAT or manifest.get("format_version") not in READABLE_VERSIONS:
+        raise ModelFormatError(f"{path}: unsupported model format {manifest.get('format')!r} "
+                               f"version {manifest.get('format_version')!r}")
+    missing = sorted(set(_REQUIRED_KEYS) - set(manifest))
+    if missing:
+        raise ModelFormatError(f"{path} lacks {missing}: not a complete pipealgos manifest (re-save the model)")
+    for key, kind in {**_REQUIRED_KEYS, **_OPTIONAL_KEYS}.items():
+        if key in manifest and (not isinstance(manifest[key], kind) or isinstance(manifest[key], bool)):
+            raise ModelFormatError(f"{path}: '{key}' is {json.dumps(manifest[key])[:80]}, which is not a valid "
+                                   f"{key} (re-save the model)")
+    return manifest
+
+
+def _arrays_path(model_dir: Path, name: str, manifest_path: Path) -> Path:
+    """``name`` resolved inside ``model_dir``, symlinks followed; anything leading out is refused."""
+    folder = model_dir.resolve()
+    target = (folder / name).resolve()
+    if Path(name).is_absolute() or not target.is_relative_to(folder) or target == folder:
+        raise ModelFormatError(f"{manifest_path}: arrays_file {name!r} is not a file inside {model_dir}; "
+                               f"it must name the arrays file next to the manifest (such as {ARRAYS_FILE!r})")
+    return target
+
+
+def _read_arrays(path: Path) -> dict[str, np.ndarray]:
+    """The arrays of an npz archive, read without pickle."""
+    try:
+        data = np.load(path, allow_pickle=False)
+        if isinstance(data, np.lib.npyio.NpzFile):
+            with data:
+                return {name: data[name] for name in data.files}
+    except FileNotFoundError:
+        raise ModelFormatError(f"{path}, the manifest's arrays_file, does not exist") from None
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
+        raise ModelFormatError(f"{path} is not a readable npz archive of numeric arrays ({exc})") from None
+    raise ModelFormatError(f"{path} is a single .npy array, not the model's npz archive of named arrays")

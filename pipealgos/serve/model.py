@@ -4,8 +4,9 @@ SageMaker extracts ``ModelDataUrl`` into ``/opt/ml/model`` before ``serve`` star
 folder normally holds ``manifest.json`` and the arrays. When it holds a ``model.tar.gz``
 instead (a model copied in by hand, or the training job's archive), the archive is
 extracted into a private temporary folder — the model folder may be a read-only mount — with
-every member checked first: no absolute paths, no ``..``, no links, no devices. The arrays are
-read into memory and the temporary folder removed.
+every member checked first (tarfile's ``data`` filter, no links, at most
+``PIPEALGOS_MODEL_MAX_EXTRACTED_MB`` in all). The arrays are read into memory and the
+temporary folder removed.
 
 The algorithm comes from the model's own manifest, so one image serves any pipealgos model.
 """
@@ -16,7 +17,7 @@ import shutil
 import tarfile
 import tempfile
 from dataclasses import dataclass
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -24,6 +25,8 @@ import numpy as np
 from pipealgos.io.minibatch import Features
 from pipealgos.platform.model_store import MANIFEST, ModelFormatError, StoredModel, load_model
 from pipealgos.platform.registry import AlgorithmSpec, get_algorithm
+
+from .settings import max_extracted_model_bytes
 
 ARCHIVE = "model.tar.gz"
 
@@ -84,7 +87,7 @@ def _load_stored(model_dir: Path) -> StoredModel:
         return load_model(model_dir)
     scratch = Path(tempfile.mkdtemp(prefix="pipealgos-model-"))
     try:
-        extract_archive(model_dir / ARCHIVE, scratch)
+        extract_archive(model_dir / ARCHIVE, scratch, max_extracted_model_bytes())
         return load_model(_manifest_folder(scratch, model_dir / ARCHIVE))
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
@@ -101,34 +104,39 @@ def _manifest_folder(root: Path, archive: Path) -> Path:
                            "(create it with `tar -czf model.tar.gz -C model .`)")
 
 
-def extract_archive(archive: Path, destination: Path) -> None:
-    """Extract a ``.tar.gz`` into ``destination`` after checking every member.
+def extract_archive(archive: Path, destination: Path, max_bytes: int) -> None:
+    """Extract a ``.tar.gz`` into ``destination`` after checking every member, before any is written.
 
-    Only regular files and folders with relative paths free of ``..`` are allowed; links,
-    devices and FIFOs are refused outright (a model needs none). tarfile's ``data`` filter
-    then applies its own checks and strips permissions bits that do not belong in data.
+    Each member must pass tarfile's ``data`` filter (paths stay inside ``destination``, leading
+    slashes are stripped, devices and FIFOs are refused, permission bits data has no use for
+    are cleared) and must not be a link: links are refused outright, a model needs none. The
+    members' sizes may add up to at most ``max_bytes``
+    (``PIPEALGOS_MODEL_MAX_EXTRACTED_MB``); the sizes are summed as the headers are read, so a
+    small archive of one huge file of zeros is refused without inflating it.
     """
     try:
         with tarfile.open(archive, "r:*") as tar:
-            members = tar.getmembers()
-            for member in members:
-                _check_member(member, archive)
+            members, total = [], 0
+            for member in tar:  # reads headers one by one: stops at the first member over the cap
+                _check_member(member, archive, destination)
+                total += member.size
+                if total > max_bytes:
+                    raise ModelFormatError(
+                        f"{archive} would extract to more than {max_bytes} bytes (member '{member.name}' brings it "
+                        f"to {total}): raise PIPEALGOS_MODEL_MAX_EXTRACTED_MB if the model really is that large")
+                members.append(member)
             tar.extractall(destination, members=members, filter="data")
     except tarfile.FilterError as exc:
-        raise UnsafeArchiveError(f"{archive}: unsafe member refused ({exc})") from None
+        raise UnsafeArchiveError(f"{archive}: unsafe member refused ({exc}); model archives hold only files and "
+                                 "folders inside the archive") from None
     except (tarfile.TarError, EOFError, OSError) as exc:
         raise ModelFormatError(f"{archive} is not a readable .tar.gz ({exc})") from None
 
 
-def _check_member(member: tarfile.TarInfo, archive: Path) -> None:
-    name = member.name
-    path = PurePosixPath(name)
-    if path.is_absolute() or name.startswith(("/", "\\")) or (len(name) > 1 and name[1] == ":"):
-        raise UnsafeArchiveError(f"{archive}: member '{name}' has an absolute path; model archives must use relative paths")
-    if ".." in path.parts or ".." in PurePosixPath(name.replace("\\", "/")).parts:
-        raise UnsafeArchiveError(f"{archive}: member '{name}' contains '..'; refusing to write outside the model folder")
+def _check_member(member: tarfile.TarInfo, archive: Path, destination: Path) -> None:
+    """Refuses links (which the data filter would allow inside the folder), then applies the
+    data filter itself, so a bad member is refused before anything is extracted."""
     if member.issym() or member.islnk():
-        raise UnsafeArchiveError(f"{archive}: member '{name}' is a link (to '{member.linkname}'); "
+        raise UnsafeArchiveError(f"{archive}: member '{member.name}' is a link (to '{member.linkname}'); "
                                  "model archives may hold only files and folders")
-    if not (member.isfile() or member.isdir()):
-        raise UnsafeArchiveError(f"{archive}: member '{name}' is not a regular file or folder")
+    tarfile.data_filter(member, str(destination))

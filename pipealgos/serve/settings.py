@@ -1,8 +1,9 @@
 """Serving settings from the environment, as SageMaker and its inference toolkit name them.
 
 ``SAGEMAKER_BIND_TO_PORT`` (default 8080), ``SAGEMAKER_MODEL_SERVER_WORKERS`` (default: the
-CPU count), ``SAGEMAKER_MODEL_SERVER_TIMEOUT`` (seconds, default 60). A value that is not a
-number is an error naming the variable, not a silent default.
+CPU count), ``SAGEMAKER_MODEL_SERVER_TIMEOUT`` (seconds, default 60), and pipealgos' own
+``PIPEALGOS_MODEL_MAX_EXTRACTED_MB`` (default 4096: the most a ``model.tar.gz`` may extract
+to). A value that is not a number is an error naming the variable, not a silent default.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from collections.abc import Callable
 
 DEFAULT_PORT = 8080
 DEFAULT_TIMEOUT_S = 60
+DEFAULT_MAX_EXTRACTED_MB = 4096  # far above any model the built-ins make, far below a zip bomb's inflation
 
 
 class ServeConfigError(ValueError):
@@ -42,3 +44,8 @@ def default_workers() -> int:
 
 def default_timeout() -> int:
     return env_number("SAGEMAKER_MODEL_SERVER_TIMEOUT", DEFAULT_TIMEOUT_S, int, minimum=1)
+
+
+def max_extracted_model_bytes() -> int:
+    megabytes = env_number("PIPEALGOS_MODEL_MAX_EXTRACTED_MB", DEFAULT_MAX_EXTRACTED_MB, float, minimum=0.000001)
+    return int(megabytes * 1024 * 1024)
