@@ -1,8 +1,8 @@
 """Tests of the built container image; `make test-image` builds it and sets PIPEALGOS_IMAGE.
 
-Without PIPEALGOS_IMAGE (plain `make test`) every test here is skipped. Facts about what went
-into the image (which algorithms are registered, whether `pipealgos.serve` was there at build
-time) are read from the image itself, so a test for a part still being written skips by name.
+Without PIPEALGOS_IMAGE (plain `make test`) every test here is skipped. With it, the image must
+hold everything the Dockerfile puts there: every algorithm registered in this tree and
+`pipealgos.serve` (a missing one fails, see ``test_image_registers_every_algorithm``).
 """
 
 from __future__ import annotations
@@ -48,4 +48,5 @@ def containers(image):
     started = Containers(image)
     yield started
     started.remove_all()
+
 

@@ -29,3 +29,10 @@ def test_sparse_runs_are_decoded_by_the_compiled_kernel(image):
 def test_image_has_no_compiler(image):
     found = image_python(image, "import shutil; print(*filter(None, map(shutil.which, ['gcc', 'cc', 'c++', 'clang'])))")
     assert found == ""
+
+
+def test_image_registers_every_algorithm(image_algorithms, image_has_serve):
+    from pipealgos.platform.registry import ALGORITHMS
+
+    assert image_algorithms == set(ALGORITHMS), "the image was built from another tree, or lost an algorithm"
+    assert image_has_serve
