@@ -16,8 +16,10 @@ $(STAMP): pyproject.toml setup.py pipealgos/io/_sparse_kernel.c
 	$(VPY) -m pip install -q -e '.[test]'
 	touch $(STAMP)
 
+# Prints the ten slowest tests and the suite's wall time (kept in view: it must stay short).
 test: $(STAMP)
-	$(VPY) -m pytest -q tests
+	@start=$$(date +%s); $(VPY) -m pytest -q --durations=10 tests; status=$$?; \
+	echo "make test: $$(( $$(date +%s) - start )) s of wall time"; exit $$status
 
 # Builds the container image with podman (installed from Debian if missing) and runs
 # tests/image against it: train/serve/SIGTERM/SDK local mode. Needs root. See ci/image/.
