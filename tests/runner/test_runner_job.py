@@ -9,7 +9,8 @@ import pytest
 
 from jobkit import pca_request
 from pipealgos.platform.config import read_input_data_config, read_resource_config
-from pipealgos.platform.runner.job import JobSpecError, parse_job
+from pipealgos.platform.registry import get_algorithm
+from pipealgos.platform.runner.job import JobSpecError, load_job, parse_job
 from pipealgos.platform.runner.layout import lay_out_host
 
 
@@ -93,3 +94,88 @@ def test_host_layout_matches_sagemaker_files(tmp_path):
     ckpt = json.loads((ml.config_dir / "checkpointconfig.json").read_text())
     assert ckpt == {"LocalPath": str(ml.root / "checkpoints"), "S3Uri": "s3://b/ckpt"}
     assert ml.model_dir.is_dir() and ml.output_data_dir.is_dir()
+
+
+@pytest.mark.parametrize("spec, environment, expected", [
+    ({"TrainingImage": "382416733822.dkr.ecr.us-east-1.amazonaws.com/kmeans:1"}, {}, "kmeans"),
+    ({"TrainingImage": "pipealgos/kmeans:1"}, {}, "kmeans"),
+    ({"TrainingImage": "linear-learner"}, {}, "linear-learner"),
+    ({"TrainingImage": "pipealgos:pca"}, {}, "pca"),
+    ({"TrainingImage": "localhost:5000/pipealgos:kmeans"}, {}, "kmeans"),
+    ({"TrainingImage": "123456789012.dkr.ecr.eu-west-1.amazonaws.com/pipealgos:cpu"},
+     {"PIPEALGOS_ALGORITHM": "kmeans"}, "kmeans"),
+    ({"TrainingImage": "pipealgos:pca"}, {"PIPEALGOS_ALGORITHM": "kmeans"}, "kmeans"),  # as `train` in the image
+    ({"TrainingImage": "pipealgos@sha256:" + "0" * 64}, {"PIPEALGOS_ALGORITHM": "pca"}, "pca"),
+    ({"AlgorithmName": "linear-learner"}, {}, "linear-learner"),
+])
+def test_every_image_form_the_readme_shows_chooses_the_algorithm(spec, environment, expected):
+    request = pca_request("img", "s3://b/t/", "s3://b/o")
+    request["AlgorithmSpecification"] = {"TrainingInputMode": "File", **spec}
+    request["HyperParameters"] = get_algorithm(expected).conformance.hyperparameters  # valid for it
+    request["Environment"] = environment
+    assert parse_job(request).algorithm == expected
+
+
+@pytest.mark.parametrize("image, environment, says", [
+    ("pipealgos:cpu", {}, "set Environment.PIPEALGOS_ALGORITHM"),
+    ("pipealgos", {}, "set Environment.PIPEALGOS_ALGORITHM"),
+    ("x/pca:1", {"PIPEALGOS_ALGORITHM": "kmeans"}, "the image names pca but Environment.PIPEALGOS_ALGORITHM"),
+    ("pipealgos:cpu", {"PIPEALGOS_ALGORITHM": "nope"}, "unknown algorithm 'nope'"),
+])
+def test_an_image_that_names_no_single_algorithm_is_refused(image, environment, says):
+    request = pca_request("img", "s3://b/t/", "s3://b/o")
+    request["AlgorithmSpecification"]["TrainingImage"] = image
+    request["Environment"] = environment
+    with pytest.raises(JobSpecError) as info:
+        parse_job(request)
+    assert says in dict(info.value.problems)["$.AlgorithmSpecification.TrainingImage"]
+
+
+def test_all_hyperparameter_problems_are_reported_before_any_host_starts():
+    request = pca_request("hp", "s3://b/t/", "s3://b/o")
+    request["HyperParameters"] = {"feature_dim": "six", "num_components": "3", "mini_batch_size": "64",
+                                  "num_componets": "2"}
+    with pytest.raises(JobSpecError) as info:
+        parse_job(request)
+    message = dict(info.value.problems)["$.HyperParameters"]
+    assert "'feature_dim' has invalid value 'six'" in message and "'num_componets'" in message
+
+
+@pytest.mark.parametrize("name", [".", ".."])
+def test_dot_channel_names_are_refused(name):
+    request = pca_request("dots", "s3://b/t/", "s3://b/o")
+    request["InputDataConfig"][0]["ChannelName"] = name
+    with pytest.raises(JobSpecError) as info:
+        parse_job(request)
+    assert "outside input/data/" in dict(info.value.problems)["$.InputDataConfig[0].ChannelName"]
+
+
+def test_the_shape_is_botocores_sagemaker_model():
+    """Unknown, missing and mistyped keys anywhere, even in parts the runner ignores; enums
+    and patterns from the model. RoleArn may be left out and S3 URIs may be local paths."""
+    request = pca_request("shape", "/data/train", "/data/out")
+    del request["RoleArn"]
+    request["VpcConfig"] = {"SecurityGroupIds": ["sg-1"], "Subnet": ["s"]}
+    request["Tags"] = [{"Key": "team"}]
+    request["StoppingCondition"] = {"MaxRuntimeInSeconds": "3600"}
+    request["InputDataConfig"][0]["InputMode"] = "pipe"
+    request["InputDataConfig"][0]["ChannelName"] = "tr ain"
+    request["OutputDataConfig"]["CompressionType"] = "gzip"
+    with pytest.raises(JobSpecError) as info:
+        parse_job(request)
+    problems = dict(info.value.problems)
+    assert set(problems) == {"$.VpcConfig.Subnet", "$.VpcConfig.Subnets", "$.Tags[0].Value",
+                             "$.StoppingCondition.MaxRuntimeInSeconds", "$.InputDataConfig[0].InputMode",
+                             "$.InputDataConfig[0].ChannelName", "$.OutputDataConfig.CompressionType"}
+    assert problems["$.VpcConfig.Subnet"].startswith("unknown field; valid fields here: SecurityGroupIds, Subnets")
+    assert problems["$.Tags[0].Value"] == "required field is missing"
+    assert problems["$.StoppingCondition.MaxRuntimeInSeconds"] == 'must be an integer, got "3600"'
+    assert "'pipe' is not one of Pipe, File, FastFile" == problems["$.InputDataConfig[0].InputMode"]
+    assert "does not match the API's pattern" in problems["$.InputDataConfig[0].ChannelName"]
+
+
+def test_a_job_file_that_is_not_utf8_is_a_clear_error(tmp_path):
+    path = tmp_path / "job.json"
+    path.write_bytes(json.dumps(pca_request("enc", "/d/t", "/d/o")).replace("enc", "\u00e9nc").encode("latin-1"))
+    with pytest.raises(JobSpecError, match=r"is not UTF-8 text \(byte \d+ is 0xe9\): save the JSON file as UTF-8"):
+        load_job(path)
