@@ -18,7 +18,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -30,6 +29,7 @@ import numpy as np
 from pipealgos.io import write_dense
 from pipealgos.io.protobuf import parse_record
 from pipealgos.io.recordio import iter_records
+from pipealgos.platform.runner.hosts import free_port
 
 OUT = Path("demo-out").resolve()
 BIN = Path(sys.executable).parent
@@ -67,12 +67,6 @@ def job_request(data: Path) -> dict:
         "StoppingCondition": {"MaxRuntimeInSeconds": 600},
         "RoleArn": "arn:aws:iam::111122223333:role/demo",
     }
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def post(url: str, body: bytes, content_type: str, accept: str) -> bytes:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import re
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -23,6 +22,7 @@ from pipealgos.algorithms.kmeans import KMeansModel
 from pipealgos.platform.config import MLRoot
 from pipealgos.platform.hyperparameters import HyperparameterError
 from pipealgos.platform.schemas.kmeans import SCHEMA
+from pipealgos.platform.runner.hosts import free_port
 from pipealgos.platform.train import run_training
 
 METRIC = re.compile(r"#quality_metric: host=(\S+), (train|test) (msd|ssd) <loss>=(\S+)")
@@ -259,16 +259,10 @@ def test_predict_matches_brute_force_and_sparse_equals_dense():
 # --- several hosts --------------------------------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _launch(roots: list[Path]) -> list[subprocess.CompletedProcess]:
     train = Path(sys.executable).parent / "train"
     env = {**os.environ, "PIPEALGOS_ALGORITHM": "kmeans", "PIPEALGOS_MASTER_ADDR": "127.0.0.1",
-           "PIPEALGOS_MASTER_PORT": str(_free_port()), "PIPEALGOS_COLLECTIVE_TIMEOUT": "120",
+           "PIPEALGOS_MASTER_PORT": str(free_port()), "PIPEALGOS_COLLECTIVE_TIMEOUT": "120",
            # Four processes share the CI machine's cores: one thread each, as on one-core hosts.
            "OMP_NUM_THREADS": "1"}
     procs = [subprocess.Popen([str(train), "--ml-root", str(root)], env=env, stdout=subprocess.PIPE,

@@ -4,7 +4,6 @@ root and a third of the training files, reaching the 1-host job's quality."""
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 
@@ -15,16 +14,11 @@ from mlroot import make_ml_root, recordio_bytes, write_channel_files
 
 from pipealgos.algorithms.linear_learner import LinearLearnerModel
 from pipealgos.platform.model_store import load_model
+from pipealgos.platform.runner.hosts import free_port
 
 HOSTS = ("algo-1", "algo-2", "algo-3")
 HP = {"predictor_type": "binary_classifier", "feature_dim": 10, "mini_batch_size": 200, "epochs": 4,
       "num_models": 4, "num_point_for_scaler": 1000}
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _data():
@@ -41,7 +35,7 @@ def test_three_hosts_reach_the_single_host_quality(tmp_path):
     single = run_job(tmp_path / "single", HP, {"train": train, "validation": validation})
     assert single.status == 0, single.failure
 
-    env = {**os.environ, "PIPEALGOS_MASTER_ADDR": "127.0.0.1", "PIPEALGOS_MASTER_PORT": str(_free_port()),
+    env = {**os.environ, "PIPEALGOS_MASTER_ADDR": "127.0.0.1", "PIPEALGOS_MASTER_PORT": str(free_port()),
            "PIPEALGOS_ALGORITHM": "linear-learner", "PIPEALGOS_COLLECTIVE_TIMEOUT": "60"}
     # Uneven shards (ShardedByS3Key splits by file): the hosts run different numbers of minibatches.
     shards = np.split(np.arange(9000), [2500, 6000])

@@ -7,7 +7,6 @@ started (by id) however it ends; `Containers` keeps that list.
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
 import time
 import urllib.error
@@ -17,6 +16,8 @@ from pathlib import Path
 
 import pytest
 
+from pipealgos.platform.runner.hosts import free_port
+
 PODMAN_TIMEOUT_S = 120
 
 
@@ -25,12 +26,6 @@ def podman(*args: str, timeout: float = PODMAN_TIMEOUT_S, check: bool = True) ->
     if check and result.returncode != 0:
         raise AssertionError(f"podman {' '.join(args)} failed ({result.returncode}):\n{result.stderr}")
     return result
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Containers:
