@@ -40,7 +40,8 @@ class RandomCutForestModel:
             raise DataError(f"the records have {features.shape[1]} features but the model was trained on "
                             f"feature_dim={self.feature_dim}", fix=f"Send {self.feature_dim} features per record")
         dense = features.toarray() if sp.issparse(features) else features
-        dense = np.asarray(dense, dtype=np.float32)  # checked after the cast: 1e39 is inf in float32
+        with np.errstate(over="ignore"):  # checked after the cast: 1e39 is inf in float32, refused below
+            dense = np.asarray(dense, dtype=np.float32)
         finite = np.isfinite(dense).all(axis=1)
         if not finite.all():
             raise DataError("a feature is NaN or infinite (in float32)", record=int(np.flatnonzero(~finite)[0]),

@@ -112,7 +112,7 @@ def _score_test_channel(model: RandomCutForestModel, params, ctx: TrainingContex
         if batch.labels is not None:
             bad = np.flatnonzero((batch.labels != 0) & (batch.labels != 1))
             if len(bad):
-                raise DataError(f"label {batch.labels[bad[0]]!r} is neither 0 (normal) nor 1 (anomaly)",
+                raise DataError(f"label {float(batch.labels[bad[0]]):g} is neither 0 (normal) nor 1 (anomaly)",
                                 channel="test", record=records + int(bad[0]), fix="Label anomalies 1 and the rest 0")
             labels.append(batch.labels)
         scores.append(model.predict(batch.features)["score"])
