@@ -12,7 +12,8 @@
  * must be exactly one such varint, 1 <= dim < 2**28, so keys (checked < dim) fit the int32
  * indices and no product of dimensions is ever formed: a wider or multi-dimensional shape
  * ends the run, and the general path (pipealgos/io/protobuf.py) multiplies it exactly and
- * range-checks it.
+ * range-checks it. float64 values beyond float32's range convert to +-inf (IEEE 754, as
+ * numpy casts them), which the decoder's finiteness check then refuses.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>

@@ -1,9 +1,17 @@
 """Training channels: File-mode directories and Pipe-mode FIFOs, read as minibatches.
 
 File mode reads every file under ``<data_dir>/<channel>/`` (recursively, sorted, hidden
-files skipped). Pipe mode reads the FIFO ``<data_dir>/<channel>_<epoch>``: it waits for the
-FIFO to appear and for its first byte (with a timeout), reads to EOF, and the next epoch
-opens the next index — the protocol of SageMaker's Pipe mode and of ml-io's reader.
+files skipped); anything there that is not a regular file (a FIFO, a socket, a device, a
+symbolic link to nothing) is refused by name rather than skipped: reading a FIFO would block
+forever, and skipping a file would silently train on less data than the user put there.
+
+Pipe mode reads the FIFO ``<data_dir>/<channel>_<epoch>``: it waits for the FIFO to appear
+and for its first byte (``PIPEALGOS_PIPE_TIMEOUT`` seconds, default 300), reads to EOF, and
+the next epoch opens the next index — the protocol of SageMaker's Pipe mode and of ml-io's
+reader. Once data flows, a writer that stays attached but sends nothing for
+``PIPEALGOS_PIPE_STALL_TIMEOUT`` seconds (default 600) fails the read as a stall, naming
+the FIFO and the bytes read so far, instead of waiting without limit.
+
 Gzip input is recognised by its magic bytes in either mode.
 """
 
@@ -12,12 +20,15 @@ from __future__ import annotations
 import errno
 import fcntl
 import gzip
+import io
+import math
 import os
 import queue
 import select
 import stat
 import threading
 import time
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,9 +42,42 @@ from .stream import decode_stream
 
 F_SETPIPE_SZ = 1031
 PIPE_BUFFER = 1 << 20
+PIPE_TIMEOUT_ENV = "PIPEALGOS_PIPE_TIMEOUT"
+DEFAULT_PIPE_TIMEOUT = 300.0
+STALL_TIMEOUT_ENV = "PIPEALGOS_PIPE_STALL_TIMEOUT"
+DEFAULT_STALL_TIMEOUT = 600.0
 RECORDIO_PROTOBUF = "application/x-recordio-protobuf"
 # Aliases the real containers accept for RecordIO-protobuf.
 _PROTOBUF_TYPES = {RECORDIO_PROTOBUF, "application/x-labeled-vector-protobuf", "protobuf"}
+
+
+def timeout_from_env(name: str, default: float) -> float:
+    """Seconds from the environment variable ``name`` (``default`` when unset or empty).
+
+    Anything but a finite number > 0 is a :class:`DataError` naming the variable, the value
+    and the fix (the platform reports it as a client error, exit 1)."""
+    text = os.environ.get(name, "").strip()
+    if not text:
+        return default
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (value > 0 and math.isfinite(value)):
+        raise DataError(f"{name}={text!r} is not a number of seconds > 0",
+                        fix=f"Set {name} to a number of seconds such as {default:g}, or unset it for the default "
+                        f"({default:g})")
+    return value
+
+
+def widen_pipe_buffer(fd: int) -> None:
+    """Ask for a 1 MiB pipe buffer on the FIFO ``fd`` (either end): fewer, larger transfers
+    between the feeder and the reader. Above ``/proc/sys/fs/pipe-max-size`` an unprivileged
+    process is refused; the default buffer then stays, which only costs speed."""
+    try:
+        fcntl.fcntl(fd, F_SETPIPE_SZ, PIPE_BUFFER)
+    except OSError:
+        pass
 
 
 @dataclass(frozen=True)
@@ -47,6 +91,9 @@ class ContentType:
     def parse(cls, value: str | None) -> "ContentType":
         if not value:
             return cls(RECORDIO_PROTOBUF)
+        if not isinstance(value, str):
+            raise DataError(f"ContentType {value!r} is not a string",
+                            fix="Give a MIME type such as application/x-recordio-protobuf or text/csv;label_size=1")
         mime, *rest = [part.strip() for part in value.split(";")]
         params = {}
         for item in rest:
@@ -71,7 +118,10 @@ class ChannelSpec:
 
     ``default_label_size`` applies to CSV without a ``label_size`` parameter (1 for
     supervised algorithms, 0 otherwise); ``pipe_timeout`` bounds the wait for a FIFO to
-    appear and deliver its first byte.
+    appear and deliver its first byte; ``pipe_stall_timeout`` bounds each wait for more data
+    once it flows. The stall timeout defaults to ``PIPEALGOS_PIPE_STALL_TIMEOUT`` (read when
+    the spec is made, through :func:`timeout_from_env`), so the setting works wherever specs
+    are made; pass it to override.
     """
 
     name: str
@@ -79,11 +129,25 @@ class ChannelSpec:
     mode: str = "File"
     content_type: str | None = None
     default_label_size: int = 0
-    pipe_timeout: float = 300.0
+    pipe_timeout: float = DEFAULT_PIPE_TIMEOUT
+    pipe_stall_timeout: float = field(
+        default_factory=lambda: timeout_from_env(STALL_TIMEOUT_ENV, DEFAULT_STALL_TIMEOUT))
 
     @property
     def parsed_type(self) -> ContentType:
         return ContentType.parse(self.content_type)
+
+    def csv_label_size(self) -> int:
+        """Leading label columns of a CSV channel: the ``label_size`` parameter or the default."""
+        text = self.parsed_type.params.get("label_size")
+        if text is None:
+            return self.default_label_size
+        if text not in ("0", "1"):
+            raise DataError(f"ContentType '{self.content_type}': label_size={text!r} is not supported",
+                            channel=self.name,
+                            fix="Use text/csv;label_size=0 (no label column) or text/csv;label_size=1 (the first "
+                            "column is the label)")
+        return int(text)
 
     def check_readable(self) -> None:
         ctype = self.parsed_type
@@ -92,6 +156,8 @@ class ChannelSpec:
                 f"content type '{self.content_type}' cannot be read", channel=self.name,
                 fix="Use application/x-recordio-protobuf or text/csv (with ;label_size=N)",
             )
+        if ctype.is_csv:
+            self.csv_label_size()  # a bad label_size fails here, before any data is read
         if self.mode not in ("File", "Pipe", "FastFile"):
             raise DataError(f"input mode '{self.mode}' is unknown", channel=self.name,
                             fix="Use File, FastFile or Pipe")
@@ -135,7 +201,10 @@ def _inflate_if_gzip(stream: BinaryIO) -> BinaryIO:
 
 
 def channel_files(spec: ChannelSpec) -> list[Path]:
-    """The files of a File-mode channel: recursive, sorted, dot-files and dot-dirs skipped."""
+    """The files of a File-mode channel: recursive, sorted, dot-files and dot-dirs skipped.
+
+    Every entry must be a regular file (or a symbolic link to one): anything else is a
+    :class:`DataError` naming it (see the module docstring)."""
     root = spec.data_dir / spec.name
     if not root.is_dir():
         raise DataError(f"channel directory {root} does not exist", channel=spec.name,
@@ -144,18 +213,56 @@ def channel_files(spec: ChannelSpec) -> list[Path]:
     for dirpath, dirnames, filenames in os.walk(root):
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
         files.extend(Path(dirpath) / f for f in sorted(filenames) if not f.startswith("."))
+    for path in files:
+        _check_regular(path, spec.name)
     return sorted(files, key=lambda p: p.relative_to(root).parts)
 
 
-def open_fifo(path: Path, timeout: float, channel: str) -> BinaryIO:
-    """Open a Pipe-mode FIFO: wait for it to exist and for its first byte, up to ``timeout`` s."""
+_FILE_KINDS = {stat.S_IFIFO: "a FIFO (named pipe)", stat.S_IFSOCK: "a socket", stat.S_IFCHR: "a character device",
+               stat.S_IFBLK: "a block device", stat.S_IFDIR: "a directory"}
+
+
+def _check_regular(path: Path, channel: str) -> None:
+    """A DataError unless ``path`` is a regular file, or a symbolic link to one."""
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        raise DataError(f"{path} is a symbolic link to {os.readlink(path)!r}, which does not exist",
+                        channel=channel, fix="Remove the link or restore what it points to") from None
+    except OSError as exc:
+        raise DataError(f"{path} cannot be examined ({exc.strerror})", channel=channel,
+                        fix="Check the file's permissions") from None
+    if not stat.S_ISREG(mode):
+        kind = _FILE_KINDS.get(stat.S_IFMT(mode), "not a regular file")
+        raise DataError(f"{path} is {kind}, not a regular file: File mode reads regular files only", channel=channel,
+                        fix="Remove it from the channel folder (for streamed input use Pipe mode)")
+
+
+def _wait_readable(fd: int, seconds: float) -> bool:
+    """Whether ``fd`` becomes readable (data, or the writer's close) within ``seconds``.
+
+    Waits in slices, since poll() takes whole milliseconds in a C int (~24 days)."""
+    deadline = time.monotonic() + seconds
+    poller = select.poll()
+    poller.register(fd, select.POLLIN | select.POLLHUP)
+    while True:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            return False
+        if poller.poll(min(remaining, 3600.0) * 1000):
+            return True
+
+
+def open_fifo(path: Path, timeout: float, channel: str, stall_timeout: float = DEFAULT_STALL_TIMEOUT) -> BinaryIO:
+    """Open a Pipe-mode FIFO: wait for it to exist and for its first byte, up to ``timeout`` s;
+    later reads wait up to ``stall_timeout`` s each for more (see :class:`FifoReader`)."""
     deadline = time.monotonic() + timeout
     while not path.exists():
         if time.monotonic() >= deadline:
             raise DataError(
                 f"Pipe-mode FIFO {path} did not appear within {timeout:g} s", channel=channel,
                 fix="Is the channel configured for Pipe mode and is the platform (or `pipealgos run`) feeding it? "
-                "The wait is set by PIPEALGOS_PIPE_TIMEOUT",
+                f"The wait is set by {PIPE_TIMEOUT_ENV}",
             )
         time.sleep(0.05)
     if not stat.S_ISFIFO(path.stat().st_mode):
@@ -163,35 +270,73 @@ def open_fifo(path: Path, timeout: float, channel: str) -> BinaryIO:
     # Non-blocking open never hangs; poll() then waits for a writer's first byte (or its
     # close, which is a legitimately empty epoch) without the false EOF a read would give.
     fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
-    try:
-        fcntl.fcntl(fd, F_SETPIPE_SZ, PIPE_BUFFER)
-    except OSError:
-        pass  # above /proc/sys/fs/pipe-max-size for unprivileged users: keep the default
-    poller = select.poll()
-    poller.register(fd, select.POLLIN | select.POLLHUP)
-    remaining = max(0.0, deadline - time.monotonic())
-    if not poller.poll(remaining * 1000):
+    widen_pipe_buffer(fd)
+    if not _wait_readable(fd, max(0.0, deadline - time.monotonic())):
         os.close(fd)
         raise DataError(f"no data arrived on Pipe-mode FIFO {path} within {timeout:g} s", channel=channel,
-                        fix="The writer never opened the FIFO; the wait is set by PIPEALGOS_PIPE_TIMEOUT")
+                        fix=f"The writer never opened the FIFO; the wait is set by {PIPE_TIMEOUT_ENV}")
     flags = fcntl.fcntl(fd, fcntl.F_GETFL)
     fcntl.fcntl(fd, fcntl.F_SETFL, flags & ~os.O_NONBLOCK)
-    return os.fdopen(fd, "rb", buffering=0)
+    return FifoReader(fd, path, stall_timeout)
+
+
+class FifoReader(io.RawIOBase):
+    """A FIFO's read end whose every read waits at most ``stall_timeout`` seconds for data.
+
+    A writer that keeps the FIFO open but stops sending would otherwise block the reader
+    forever; here the wait ends in a :class:`DataError` saying it is a stall, with the FIFO,
+    the bytes read so far, the time waited and the setting that bounds it."""
+
+    def __init__(self, fd: int, path: Path, stall_timeout: float) -> None:
+        super().__init__()
+        self.fd = fd
+        self.path = path
+        self.stall_timeout = stall_timeout
+        self.bytes_read = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, view) -> int:
+        if not _wait_readable(self.fd, self.stall_timeout):
+            raise DataError(
+                f"Pipe-mode FIFO stalled: its writer is attached but sent nothing for "
+                f"{self.stall_timeout:g} s, after {self.bytes_read} bytes",
+                source=str(self.path), offset=self.bytes_read,
+                fix="Check the process feeding the FIFO (SageMaker's agent or `pipealgos run`) and its data "
+                f"source; the wait is set by {STALL_TIMEOUT_ENV} (seconds, default {DEFAULT_STALL_TIMEOUT:g})",
+            )
+        n = os.readv(self.fd, [view])
+        self.bytes_read += n
+        return n
+
+    def fileno(self) -> int:
+        return self.fd
+
+    def close(self) -> None:
+        if not self.closed:
+            os.close(self.fd)
+        super().close()
+
+
+def _open_file(path: Path, channel: str) -> BinaryIO:
+    try:
+        return open(path, "rb", buffering=0)
+    except OSError as exc:
+        raise DataError(f"{path} cannot be opened ({exc.strerror})", channel=channel,
+                        fix="Check the file's permissions, or remove it from the channel folder") from None
 
 
 def open_sources(spec: ChannelSpec, epoch: int) -> Iterator[tuple[str, BinaryIO]]:
-    """Yield (source name, open binary stream) for one pass over the channel."""
+    """Yield (source name, open binary stream, not yet inflated) for one pass over the channel."""
     if spec.mode == "Pipe":
         path = spec.data_dir / f"{spec.name}_{epoch}"
-        stream = open_fifo(path, spec.pipe_timeout, spec.name)
-        try:
-            yield str(path), _inflate_if_gzip(stream)
-        finally:
-            stream.close()
+        with open_fifo(path, spec.pipe_timeout, spec.name, spec.pipe_stall_timeout) as stream:
+            yield str(path), stream
         return
     for path in channel_files(spec):
-        with open(path, "rb", buffering=0) as stream:
-            yield str(path), _inflate_if_gzip(stream)
+        with _open_file(path, spec.name) as stream:
+            yield str(path), stream
 
 
 def iter_blocks(spec: ChannelSpec, epoch: int, feature_dim: int | None = None) -> Iterator[Minibatch]:
@@ -199,18 +344,22 @@ def iter_blocks(spec: ChannelSpec, epoch: int, feature_dim: int | None = None) -
     spec.check_readable()
     ctype = spec.parsed_type
     for source, stream in open_sources(spec, epoch):
-        if ctype.is_csv:
-            label_size = int(ctype.params.get("label_size", spec.default_label_size))
-            decoder = CsvDecoder(source, label_size, feature_dim)
-        else:
-            decoder = RecordDecoder(source, feature_dim)
         try:
+            stream = _inflate_if_gzip(stream)
+            if ctype.is_csv:
+                decoder = CsvDecoder(source, spec.csv_label_size(), feature_dim)
+            else:
+                decoder = RecordDecoder(source, feature_dim)
             for block in decode_stream(stream, decoder):
                 feature_dim = block.feature_dim
                 yield block
         except DataError as exc:
-            raise exc.located(channel=spec.name) from None
-        except (OSError, EOFError, gzip.BadGzipFile) as exc:
+            raise exc.located(channel=spec.name, source=source) from None
+        except (EOFError, zlib.error, gzip.BadGzipFile) as exc:
+            raise DataError(f"gzip data is corrupt or cut short ({exc})", channel=spec.name, source=source,
+                            fix="The file starts with gzip's magic bytes 1f 8b, so it was read as gzip: re-create "
+                            "it (gzip -t checks it) or re-upload it") from None
+        except OSError as exc:
             if getattr(exc, "errno", None) == errno.EPIPE:
                 raise
             raise DataError(f"reading failed: {exc}", channel=spec.name, source=source) from None

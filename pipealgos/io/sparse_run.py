@@ -147,7 +147,8 @@ def _gather_bytes(data: np.ndarray, starts: np.ndarray, lengths: np.ndarray) -> 
 def _gather_values(data: np.ndarray, starts: np.ndarray, counts: np.ndarray, dtype: np.dtype) -> np.ndarray:
     """Packed fixed-width values at byte offsets ``starts`` (``counts`` each), as float32."""
     raw = _gather_bytes(data, starts, counts * dtype.itemsize)
-    return raw.view(dtype).astype(np.float32, copy=False)
+    with np.errstate(over="ignore"):  # float64 beyond float32's range: inf, refused by the decoder's check
+        return raw.view(dtype).astype(np.float32, copy=False)
 
 
 # Masks keeping a little-endian word's first 1..4 bytes, by varint length - 1.
