@@ -23,7 +23,7 @@ are judged rather than parsing alone.
 from __future__ import annotations
 
 import struct
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from typing import BinaryIO
 
 from .errors import DataError
@@ -48,16 +48,6 @@ def encode_frame(payload: bytes, flag: int = WHOLE) -> bytes:
         raise ValueError(f"record of {len(payload)} bytes exceeds the RecordIO limit of {LENGTH_MASK}")
     pad = padded_length(len(payload)) - len(payload)
     return HEADER.pack(MAGIC, (flag << 29) | len(payload)) + payload + b"\x00" * pad
-
-
-def write_records(out: BinaryIO, payloads: Iterable[bytes]) -> int:
-    """Write each payload as one whole frame (flag 0). Returns the bytes written."""
-    written = 0
-    for payload in payloads:
-        frame = encode_frame(payload)
-        out.write(frame)
-        written += len(frame)
-    return written
 
 
 def split_frames_dmlc(payload: bytes) -> bytes:
