@@ -10,6 +10,11 @@ import scipy.sparse as sp
 
 Features = np.ndarray | sp.csr_matrix
 
+#: The most features a record may declare (the largest int32): a column index then fits the
+#: int32 indices scipy keeps and the fast decoding paths produce, and no product of shape
+#: dimensions wraps unnoticed. The server refuses wider request records the same way.
+MAX_FEATURE_DIM = 2**31 - 1
+
 
 @dataclass
 class Minibatch:

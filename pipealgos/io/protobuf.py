@@ -29,15 +29,11 @@ from google.protobuf.message import DecodeError
 
 from . import record_pb2
 from .errors import DataError
-from .minibatch import Minibatch, first_nonfinite_row, rows_to_csr, sorted_csr
+from .minibatch import MAX_FEATURE_DIM, Minibatch, first_nonfinite_row, rows_to_csr, sorted_csr
 from .recordio import HEADER, FrameParser, padded_length
 from .sparse_run import decode_sparse_run
 from .wire import TensorSlot, dense_record_slots
 
-#: The most features a record may declare: column indices are int64 (numpy, scipy, torch), so
-#: keys (uint64 on the wire) must stay below this. Whether that many columns fit in memory is
-#: the algorithm's to judge; the decoder only refuses counts no index type can address.
-MAX_FEATURE_DIM = np.iinfo(np.int64).max
 _TENSOR_KINDS = ("float32_tensor", "float64_tensor", "int32_tensor")
 _NONFINITE_FIX = ("Remove or impute non-finite values before training; values are read as float32, "
                   "so float64 values beyond +-3.4e38 become infinite too")
@@ -427,11 +423,12 @@ class RecordDecoder:
 
 def _feature_count(shape: list[int], where: dict) -> int:
     """The feature count a sparse tensor's shape declares (the product of its dimensions,
-    computed exactly: shape values are uint64 and fixed-width products wrap), range-checked."""
+    computed exactly: shape values are uint64 and fixed-width products wrap), range-checked
+    against :data:`~.minibatch.MAX_FEATURE_DIM`."""
     count = math.prod(shape)
     if not 1 <= count <= MAX_FEATURE_DIM:
         raise DataError(f"sparse shape {shape} declares {count} features, outside 1..{MAX_FEATURE_DIM}", **where,
-                        fix="Sparse tensors need shape [feature_dim] with 1 <= feature_dim < 2**63")
+                        fix=f"Sparse tensors need shape [feature_dim] with 1 <= feature_dim <= {MAX_FEATURE_DIM}")
     return count
 
 
