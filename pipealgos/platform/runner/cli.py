@@ -1,7 +1,8 @@
 """``pipealgos run JOB.json``: run a CreateTrainingJob request locally; print the JSON summary.
 
-Exit status: 0 Completed, 1 Failed, 3 Stopped (MaxRuntimeInSeconds), 2 for a request that
-is not valid (the problems are listed with their JSON paths).
+Exit status: 0 Completed, 1 Failed, 3 Stopped (MaxRuntimeInSeconds, or Ctrl-C / SIGTERM, which
+stop the job as StopTrainingJob does), 2 for a request that is not valid (the problems are listed
+with their JSON paths).
 """
 
 from __future__ import annotations
@@ -26,6 +27,12 @@ def register(subparsers) -> None:
                    help="Pipe mode: bytes fetched ahead per channel and host, in MB (default 64)")
     p.add_argument("--stop-grace", type=float, default=120.0,
                    help="seconds between SIGTERM and SIGKILL when MaxRuntimeInSeconds is reached (default 120)")
+    p.add_argument("--interrupt-grace", type=float, default=10.0,
+                   help="seconds between SIGTERM and SIGKILL to the hosts when Ctrl-C or SIGTERM stops the job "
+                        "(default 10)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace the artifacts of an earlier job of the same name (refused otherwise, as "
+                        "SageMaker refuses a duplicate TrainingJobName)")
     p.add_argument("--progress", choices=("auto", "tty", "plain"), default="auto",
                    help="status display: redrawn line on a terminal, log lines otherwise (default auto)")
     p.add_argument("--summary", type=Path, help="also write the JSON summary to this file")
@@ -35,7 +42,7 @@ def register(subparsers) -> None:
 def _run(args) -> int:
     from .feeder import FeedOptions
     from .job import JobSpecError, load_job
-    from .runner import RunOptions, run_job
+    from .runner import JobRun, RunOptions, stop_on_signals
 
     try:
         job = load_job(args.job)
@@ -45,8 +52,11 @@ def _run(args) -> int:
     feed = FeedOptions(workers=args.workers, chunk_size=int(args.chunk_mb * (1 << 20)),
                        memory_cap=int(args.memory_cap_mb * (1 << 20)))
     options = RunOptions(work_dir=args.work_dir, keep_work_dir=args.keep_work_dir, endpoint_url=args.endpoint_url,
-                         feed=feed, stop_grace=args.stop_grace, progress=args.progress)
-    result = run_job(job, options)
+                         feed=feed, stop_grace=args.stop_grace, interrupt_grace=args.interrupt_grace,
+                         overwrite=args.overwrite, progress=args.progress)
+    run = JobRun(job, options)
+    with stop_on_signals(run):
+        result = run.run()
     text = json.dumps(result.summary, indent=2)
     print(text)
     if args.summary:

@@ -1,7 +1,9 @@
 """Hosts as processes: launch ``train`` per host, stream its log, stop it, pack its artifacts.
 
-Each host runs ``python -m pipealgos.cli train --ml-root <its root>`` in its own process
-group (so a stop reaches everything it started), with the request's ``Environment`` plus
+Each host runs ``python -P -m pipealgos.cli train --ml-root <its root>`` in its own process
+group (so a stop reaches everything it started). ``-P`` keeps the current folder off
+``sys.path``: run from the parent of a clone, its ``pipealgos/`` folder would otherwise shadow
+the installed package the runner itself runs. The host gets the request's ``Environment`` plus
 ``TRAINING_JOB_NAME``/``TRAINING_JOB_ARN`` as SageMaker sets them, and
 ``PIPEALGOS_MASTER_ADDR=127.0.0.1``/``PIPEALGOS_MASTER_PORT=<free port>`` so that
 ``torch.distributed`` finds ``algo-1`` on loopback. stdout and stderr are merged, saved to
@@ -63,7 +65,7 @@ class HostProcess:
         self.exit_code: int | None = None
         self.exited_at: float | None = None
         self._lock = threading.Lock()
-        command = [sys.executable, "-m", "pipealgos.cli", "train", "--ml-root", str(ml.root), "--algorithm", algorithm]
+        command = [sys.executable, "-P", "-m", "pipealgos.cli", "train", "--ml-root", str(ml.root), "--algorithm", algorithm]
         self._log = open(log_path, "w", buffering=1)
         self.proc = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                      stdin=subprocess.DEVNULL, start_new_session=True)

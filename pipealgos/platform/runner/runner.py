@@ -10,19 +10,27 @@
    the collective timeout; any still running ``failure_grace`` seconds later are killed.
    ``MaxRuntimeInSeconds`` sends SIGTERM to every host, then SIGKILL ``stop_grace`` seconds
    later (120 s, as ``docker stop -t120``) — status ``Stopped`` / ``MaxRuntimeExceeded``.
+   Ctrl-C or SIGTERM to ``pipealgos run`` (:func:`stop_on_signals`) is StopTrainingJob: the
+   same, with ``interrupt_grace`` (10 s) — status ``Stopped`` / ``Stopped``, exit status 3.
 5. Completed or Stopped: pack every host's ``model/`` into ``model.tar.gz`` and
    ``output/data/`` into ``output.tar.gz`` at ``S3OutputPath/<job>/output/``; upload
-   checkpoints. A Failed job uploads nothing, as on SageMaker.
+   checkpoints. A Failed job uploads nothing, as on SageMaker (:mod:`.output` also refuses a
+   name whose artifacts exist, and checks the output location before anything starts).
+
+The work folder (a ``pipealgos-run-*`` temporary folder unless ``work_dir`` is given) is
+removed however the run ends, unless ``keep_work_dir``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
@@ -31,13 +39,19 @@ from ..config import MLRoot
 from . import plan
 from .download import DownloadCounter, download_objects
 from .feeder import FeedOptions, PipeFeeder
-from .hosts import HostProcess, free_port, host_environment, pack
+from .hosts import HostProcess, free_port, host_environment
 from .job import ChannelInput, Job
 from .layout import checkpoint_local_path, lay_out_host
+from .output import OutputError, OutputLocation
 from .progress import ChannelProgress, Display, summary
 from .storage import StorageError, StoredObject, Stores, join_uri
 
 EXIT_COMPLETED, EXIT_FAILED, EXIT_STOPPED = 0, 1, 3
+
+
+class StopRequested(BaseException):
+    """A stop signal arrived before any host started: abandon the preparation (a BaseException,
+    like KeyboardInterrupt, so that no ``except Exception`` on the way swallows it)."""
 
 
 @dataclass
@@ -49,8 +63,10 @@ class RunOptions:
     endpoint_url: str | None = None
     s3_timeout: float = 60.0
     feed: FeedOptions = field(default_factory=FeedOptions)
-    stop_grace: float = 120.0
+    stop_grace: float = 120.0  # MaxRuntimeInSeconds: SIGTERM, SIGKILL this much later (docker stop -t120)
+    interrupt_grace: float = 10.0  # Ctrl-C / SIGTERM to the runner: the same, within docker stop's default 10 s
     failure_grace: float = 90.0
+    overwrite: bool = False  # replace the artifacts of an earlier job of the same name
     progress: str = "auto"  # auto | tty | plain
     progress_stream: TextIO | None = None
     progress_interval: float = 10.0
@@ -122,6 +138,10 @@ class JobRun:
         self._failed_at: float | None = None
         self._lock = threading.Lock()
         self._started = time.monotonic()
+        self.output = OutputLocation(job, self.stores)
+        self._stop_reason: str | None = None
+        self._stop_now = False
+        self._preparing = False  # a stop request abandons the preparation only while this is True
 
     # -- steps ---------------------------------------------------------------------------
     def list_inputs(self) -> dict[str, list[StoredObject]]:
@@ -179,33 +199,49 @@ class JobRun:
         for ml in roots.values():
             download_objects(store, existing, checkpoint_local_path(self.job, ml), self.options.feed, DownloadCounter())
 
+    # -- stopping ---------------------------------------------------------------------------
+    def request_stop(self, reason: str) -> None:
+        """StopTrainingJob, as the signal handler of ``pipealgos run`` calls it (main thread).
+
+        Hosts that run get SIGTERM, then SIGKILL ``interrupt_grace`` seconds later; a second
+        request kills them at once. Before any host started, the preparation is abandoned
+        (:class:`StopRequested` is raised here, in the main thread, which is running it)."""
+        if self._stop_reason is not None:
+            self._stop_now = True
+            return
+        self._stop_reason = reason
+        self.display.note(f"{reason}: stopping the job (SIGTERM to every host, SIGKILL after "
+                          f"{self.options.interrupt_grace:g} s; again to kill at once)")
+        if self._preparing:
+            raise StopRequested(reason)
+
     # -- the job ------------------------------------------------------------------------
     def run(self) -> JobResult:
         work = Path(self.options.work_dir or tempfile.mkdtemp(prefix="pipealgos-run-"))
         job_dir = work / self.job.name
+        try:
+            return self._run_in(job_dir)
+        finally:
+            if not self.options.keep_work_dir:
+                shutil.rmtree(job_dir, ignore_errors=True)
+                if self.options.work_dir is None:
+                    shutil.rmtree(work, ignore_errors=True)
+
+    def _run_in(self, job_dir: Path) -> JobResult:
         if job_dir.exists():
             shutil.rmtree(job_dir)
         job_dir.mkdir(parents=True)
         disk = DiskSampler(job_dir)
         disk.start()
         roots: dict[str, MLRoot] = {}
-        stopped = False
+        stop = None
         try:
             try:
-                self.list_inputs()
-                roots = {host: lay_out_host(self.job, host, job_dir / host) for host in self.job.hosts}
-                self._prefill_checkpoints(roots)
-                for ch in self.job.channels:
-                    if not ch.is_pipe:
-                        self._download(ch, roots)
-                disk.sample()
-                for ch in self.job.channels:
-                    if ch.is_pipe:
-                        self._start_feeders(ch, roots)
-            except (plan.PlanError, StorageError) as exc:
-                self._fail(None, f"ClientError: {exc}")
-            if self.failure is None:
-                stopped = self._run_hosts(roots, job_dir)
+                roots = self._prepare(job_dir, disk)
+                if self.failure is None:
+                    stop = self._run_hosts(roots, job_dir)
+            except StopRequested:
+                stop = "Stopped"
         finally:
             for feeder in self.feeders:
                 feeder.stop()
@@ -214,15 +250,35 @@ class JobRun:
             peak = disk.stop()
             self.display.update(self._channel_progress(), force=True)
             self.display.close()
-        result = self._result(stopped, roots, peak)
-        if not self.options.keep_work_dir:
-            shutil.rmtree(job_dir, ignore_errors=True)
-            if self.options.work_dir is None:
-                shutil.rmtree(work, ignore_errors=True)
-        return result
+        return self._result(stop, roots, peak)
 
-    def _run_hosts(self, roots: dict[str, MLRoot], job_dir: Path) -> bool:
-        """Start every host and wait for all of them; True if MaxRuntimeInSeconds stopped them."""
+    def _prepare(self, job_dir: Path, disk: DiskSampler) -> dict[str, MLRoot]:
+        """Everything before the hosts start; a problem here is the job's failure (ClientError)."""
+        self._preparing = True
+        try:
+            self.output.prepare(self.options.overwrite)
+            self.list_inputs()
+            roots = {host: lay_out_host(self.job, host, job_dir / host) for host in self.job.hosts}
+            self._prefill_checkpoints(roots)
+            for ch in self.job.channels:
+                if not ch.is_pipe:
+                    self._download(ch, roots)
+            disk.sample()
+            for ch in self.job.channels:
+                if ch.is_pipe:
+                    self._start_feeders(ch, roots)
+            return roots
+        except (plan.PlanError, StorageError, OutputError) as exc:
+            self._fail(None, f"ClientError: {exc}")
+            return {}
+        finally:
+            self._preparing = False
+
+    def _run_hosts(self, roots: dict[str, MLRoot], job_dir: Path) -> str | None:
+        """Start every host and wait for all of them. The secondary status when the job was
+        stopped (``MaxRuntimeExceeded`` or ``Stopped``), else None."""
+        if self._stop_reason is not None:
+            return "Stopped"  # stopped between the preparation and here
         env = host_environment(self.job, free_port())
         with self._lock:
             if self.failure is None:
@@ -230,21 +286,25 @@ class JobRun:
                     self.hosts[host] = HostProcess(host, ml, self.job.algorithm, env, job_dir / f"{host}.log",
                                                    self.display.host_line)
         deadline = None if self.job.max_runtime is None else self._started + self.job.max_runtime
-        stopped, kill_at = False, None
+        stop, kill_at = None, None
         while any(proc.poll() is None for proc in self.hosts.values()):
             time.sleep(self.options.poll_interval)
             now = time.monotonic()
             self.display.update(self._channel_progress())
             for host, proc in self.hosts.items():
                 code = proc.poll()
-                if code not in (None, 0) and not stopped:
+                if code not in (None, 0) and stop is None:
                     self._fail(host, self._host_failure(proc))
-            if deadline is not None and now >= deadline and not stopped:
-                stopped, kill_at = True, now + self.options.stop_grace
+            if stop is None and self._stop_reason is not None:
+                stop, kill_at = "Stopped", now + self.options.interrupt_grace
+                self._terminate_hosts()
+            if stop is None and deadline is not None and now >= deadline:
+                stop, kill_at = "MaxRuntimeExceeded", now + self.options.stop_grace
                 self.display.note(f"MaxRuntimeInSeconds ({self.job.max_runtime}) reached: SIGTERM to every host, "
                                   f"SIGKILL after {self.options.stop_grace:g} s")
-                for proc in self.hosts.values():
-                    proc.signal(signal.SIGTERM)
+                self._terminate_hosts()
+            if self._stop_now:
+                kill_at = now
             if self._failed_at is not None and kill_at is None:
                 kill_at = self._failed_at + self.options.failure_grace
             if kill_at is not None and now >= kill_at:
@@ -254,7 +314,11 @@ class JobRun:
                         proc.kill_and_wait()
         for proc in self.hosts.values():
             proc.wait_log()
-        return stopped
+        return stop
+
+    def _terminate_hosts(self) -> None:
+        for proc in self.hosts.values():
+            proc.signal(signal.SIGTERM)
 
     @staticmethod
     def _host_failure(proc: HostProcess) -> str:
@@ -291,34 +355,28 @@ class JobRun:
             result.append(progress)
         return result
 
-    def _result(self, stopped: bool, roots: dict[str, MLRoot], peak_disk: int) -> JobResult:
-        if stopped:
-            status, secondary, failure = "Stopped", "MaxRuntimeExceeded", None
+    def _result(self, stop: str | None, roots: dict[str, MLRoot], peak_disk: int) -> JobResult:
+        if stop is not None:
+            status, secondary, failure = "Stopped", stop, None
         elif self.failure is not None:
             status, secondary, failure = "Failed", "Failed", self.failure
         else:
             status, secondary, failure = "Completed", "Completed", None
         artifacts: dict = {}
-        if status != "Failed" and roots:
+        if status != "Failed" and self.hosts:  # a job stopped before any host ran has no artifacts
             try:
                 artifacts = self._upload_artifacts(roots)
             except StorageError as exc:
                 status, secondary, failure = "Failed", "Failed", f"ClientError: uploading the artifacts failed: {exc}"
         exit_codes = {host: proc.exit_code for host, proc in self.hosts.items()}
-        body = summary(self.job.name, status, secondary, failure, self.failed_host if failure else None, exit_codes,
+        failed_host = self.failed_host if failure else None
+        body = summary(self.job.name, status, secondary, failure, failed_host, exit_codes,
                        self._channel_progress(), time.monotonic() - self._started, peak_disk, artifacts)
-        return JobResult(status, secondary, failure, self.failed_host if failure else None, body)
+        return JobResult(status, secondary, failure, failed_host, body)
 
     def _upload_artifacts(self, roots: dict[str, MLRoot]) -> dict:
-        out = join_uri(self.job.output_path, f"{self.job.name}/output")
-        store = self.stores.for_uri(out)
-        with tempfile.TemporaryDirectory(prefix="pipealgos-pack-") as tmp:
-            model = pack([ml.model_dir for ml in roots.values()], Path(tmp) / "model.tar.gz")
-            output = pack([ml.output_data_dir for ml in roots.values()], Path(tmp) / "output.tar.gz")
-            store.upload(model, join_uri(out, "model.tar.gz"))
-            store.upload(output, join_uri(out, "output.tar.gz"))
-        artifacts = {"ModelArtifacts": {"S3ModelArtifacts": join_uri(out, "model.tar.gz")},
-                     "OutputDataArtifacts": join_uri(out, "output.tar.gz")}
+        artifacts = self.output.upload([ml.model_dir for ml in roots.values()],
+                                       [ml.output_data_dir for ml in roots.values()])
         if self.job.checkpoint_uri is not None:
             ckpt_store = self.stores.for_uri(self.job.checkpoint_uri)
             for ml in roots.values():
@@ -331,3 +389,18 @@ class JobRun:
 def run_job(job: Job, options: RunOptions | None = None) -> JobResult:
     """Run ``job`` to the end and return its result (status, failure, JSON summary)."""
     return JobRun(job, options).run()
+
+
+@contextlib.contextmanager
+def stop_on_signals(run: JobRun, signals=(signal.SIGINT, signal.SIGTERM)) -> Iterator[None]:
+    """While the block runs, SIGINT (Ctrl-C) and SIGTERM stop ``run`` as StopTrainingJob does
+    instead of ending the process mid-way (main thread only, as Python's signals are)."""
+    def handler(signum, frame) -> None:
+        run.request_stop(f"{signal.Signals(signum).name} received")
+
+    previous = {signum: signal.signal(signum, handler) for signum in signals}
+    try:
+        yield
+    finally:
+        for signum, old in previous.items():
+            signal.signal(signum, old)

@@ -59,6 +59,10 @@ class ObjectStore(Protocol):
 
     def upload(self, path: Path, uri: str) -> None: ...
 
+    def delete(self, uri: str) -> None:
+        """Remove the object if it exists."""
+        ...
+
 
 def is_s3(uri: str) -> bool:
     return uri.startswith("s3://")
@@ -124,9 +128,23 @@ class LocalStore:
             raise StorageError(f"{uri} does not exist", permanent=True) from None
 
     def upload(self, path: Path, uri: str) -> None:
+        """Copy to a hidden name beside the target, then rename: never a half-written file."""
         target = local_path(uri)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(path, target)
+        partial = target.with_name(f".{target.name}.partial")
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(path, partial)
+            os.replace(partial, target)
+        except OSError as exc:
+            if partial.parent.is_dir():
+                partial.unlink(missing_ok=True)
+            raise StorageError(f"writing {target} failed: {exc}", permanent=True) from None
+
+    def delete(self, uri: str) -> None:
+        try:
+            local_path(uri).unlink(missing_ok=True)
+        except OSError as exc:
+            raise StorageError(f"removing {uri} failed: {exc}", permanent=True) from None
 
 
 class S3Store:
@@ -202,6 +220,13 @@ class S3Store:
         bucket, key = split_s3(uri)
         try:
             self.client.upload_file(str(path), bucket, key)
+        except Exception as exc:
+            raise self._error(exc, uri) from None
+
+    def delete(self, uri: str) -> None:
+        bucket, key = split_s3(uri)
+        try:
+            self.client.delete_object(Bucket=bucket, Key=key)
         except Exception as exc:
             raise self._error(exc, uri) from None
 
