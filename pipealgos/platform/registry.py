@@ -15,9 +15,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from pipealgos.algorithms import kmeans, linear_learner, pca
+from pipealgos.algorithms import factorization_machines, kmeans, linear_learner, pca
 
 from .hyperparameters import Schema
+from .schemas import factorization_machines as factorization_machines_schema
 from .schemas import kmeans as kmeans_schema
 from .schemas import linear_learner as linear_learner_schema
 from .schemas import pca as pca_schema
@@ -152,6 +153,24 @@ ALGORITHMS: dict[str, AlgorithmSpec] = {
             conformance=Conformance({"predictor_type": "binary_classifier", "feature_dim": "6",
                                      "mini_batch_size": "50", "epochs": "3", "num_models": "4",
                                      "num_point_for_scaler": "100"},
+                                    planted="labels", floor=0.9),
+        ),
+        AlgorithmSpec(
+            name=factorization_machines.NAME,
+            schema=factorization_machines_schema.SCHEMA,
+            train=factorization_machines.train,
+            model_type=factorization_machines.FactorizationMachineModel,
+            response_key="predictions",
+            # Regressors predict "score" only. RecordIO-protobuf Float32 only, as SageMaker: no CSV.
+            outputs=("score", "predicted_label"),
+            channels=(ChannelRule("train", required=True, content_types=(RECORDIO,), label_size=1),
+                      ChannelRule("test", content_types=(RECORDIO,), label_size=1)),
+            request_types=(JSON, JSONLINES, RECORDIO),
+            sparse_input=True,
+            aliases=("factorization_machines", "fm"),
+            conformance=Conformance({"predictor_type": "binary_classifier", "feature_dim": "6", "num_factors": "4",
+                                     "mini_batch_size": "50", "epochs": "10", "bias_lr": "0.1", "linear_lr": "0.1",
+                                     "factors_lr": "0.05"},
                                     planted="labels", floor=0.9),
         ),
     )

@@ -1,0 +1,66 @@
+"""AdaGrad on the rows a minibatch touches, with per-term learning rate and weight decay.
+
+SageMaker does not document its FM optimiser. Its knobs are MXNet optimiser arguments
+(``rescale_grad``, ``clip_gradient``, ``eps``) with no momentum or beta, so among MXNet's
+adaptive optimisers it is the one whose only extra knob is ``eps``: AdaGrad. AdaGrad is also
+what sparse FM trainers use (libFM's adaptive SGD, xLearn), because a feature seen rarely keeps
+a large step while frequent ones slow down, and its state is one accumulator per parameter
+(Adam's would be two). The update is MXNet's, per parameter::
+
+    g = clip(rescale_grad * grad, ±clip_gradient)
+    h += g²
+    w -= lr * (g / sqrt(h + eps) + wd * w)
+
+Only the rows of features present in the minibatch are updated (their weight decay included):
+a row's gradient is zero elsewhere, so AdaGrad's step is exactly zero there, and decaying only
+present features is the usual FM regularisation (Rendle 2012). The bias is always present.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+DEFAULT_EPS = 1e-7  # MXNet AdaGrad's float_stable_eps
+
+
+@dataclass(frozen=True)
+class StepSettings:
+    bias_lr: float
+    bias_wd: float
+    linear_lr: float
+    linear_wd: float
+    factors_lr: float
+    factors_wd: float
+    clip_gradient: float | None
+    eps: float
+
+
+class TouchedRowsAdaGrad:
+    """Updates ``bias`` (1,) and ``table`` (d, 1 + k) in place; column 0 of the table is the
+    linear term, the others the factors."""
+
+    def __init__(self, bias: torch.Tensor, table: torch.Tensor, s: StepSettings) -> None:
+        self.s = s
+        self.bias_history = torch.zeros_like(bias)
+        self.history = torch.zeros_like(table)
+        k = table.shape[1] - 1
+        self.lr = torch.tensor([s.linear_lr] + [s.factors_lr] * k, dtype=table.dtype, device=table.device)
+        self.wd = torch.tensor([s.linear_wd] + [s.factors_wd] * k, dtype=table.dtype, device=table.device)
+
+    def _direction(self, grad: torch.Tensor, history: torch.Tensor, rescale: float) -> torch.Tensor:
+        """g / sqrt(h + eps) after rescaling and clipping; updates ``history`` in place."""
+        grad = grad * rescale
+        if self.s.clip_gradient is not None:
+            grad = grad.clamp(-self.s.clip_gradient, self.s.clip_gradient)
+        history += grad * grad
+        return grad / torch.sqrt(history + self.s.eps)
+
+    def step(self, bias: torch.Tensor, table: torch.Tensor, bias_grad: torch.Tensor, touched: torch.Tensor,
+             grad: torch.Tensor, rescale: float) -> None:
+        bias -= self.s.bias_lr * (self._direction(bias_grad, self.bias_history, rescale) + self.s.bias_wd * bias)
+        rows, history = table[touched], self.history[touched]
+        rows -= self.lr * (self._direction(grad, history, rescale) + self.wd * rows)
+        table[touched] = rows
+        self.history[touched] = history
