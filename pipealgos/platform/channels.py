@@ -8,12 +8,11 @@ the algorithm accepts. Each refusal names the algorithm, the channel and what is
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from pathlib import Path
 
 from pipealgos.io import ChannelSpec, ContentType, DataError, Minibatch, iter_minibatches
-from pipealgos.io.channel import channel_files
+from pipealgos.io.channel import channel_files, timeout_from_env
 
 from .config import ChannelConfig, ConfigError, MLRoot
 
@@ -52,7 +51,7 @@ class JobChannels:
     """Implements :class:`pipealgos.algorithms.base.Channels` over an ML root."""
 
     def __init__(self, ml: MLRoot, configs: dict[str, ChannelConfig], spec) -> None:
-        timeout = _pipe_timeout()
+        timeout = timeout_from_env("PIPEALGOS_PIPE_TIMEOUT", DEFAULT_PIPE_TIMEOUT)
         self.data_dir = ml.data_dir
         self.raw = {name for name in configs if spec.channel(name).raw}
         self.specs = {
@@ -76,17 +75,3 @@ class JobChannels:
         if channel not in self.raw:
             raise DataError(f"channel '{channel}' is not a raw (text/plain) channel of this job", channel=channel)
         return channel_files(ChannelSpec(channel, self.data_dir))
-
-
-def _pipe_timeout() -> float:
-    text = os.environ.get("PIPEALGOS_PIPE_TIMEOUT")
-    if text is None:
-        return DEFAULT_PIPE_TIMEOUT
-    try:
-        value = float(text)
-    except ValueError:
-        value = float("nan")
-    if not value > 0 or value == float("inf"):
-        raise ConfigError(f"PIPEALGOS_PIPE_TIMEOUT={text!r} is not a number of seconds > 0: set it to e.g. 300, "
-                          "or unset it for the default")
-    return value

@@ -168,6 +168,7 @@ def test_a_pipe_timeout_that_is_not_a_number_is_a_client_error(tmp_path, monkeyp
     monkeypatch.setenv("PIPEALGOS_PIPE_TIMEOUT", "abc")
     failure = _fail(tmp_path, GOOD)
     assert failure.startswith("ClientError: PIPEALGOS_PIPE_TIMEOUT='abc' is not a number of seconds > 0")
+    assert "Set PIPEALGOS_PIPE_TIMEOUT to a number of seconds" in failure
 
 
 def test_a_missing_ml_root_is_named(tmp_path):
