@@ -6,13 +6,14 @@ exists), ``POST /invocations`` and ``POST /endpoints/<name>/invocations`` (the p
 ``GET /execution-parameters`` for batch transform.
 
 Every request error is answered in plain text with its status (400 malformed body, 406
-unsupported Accept, 413 body over ``SAGEMAKER_MAX_PAYLOAD_IN_MB``, 415 unsupported
-Content-Type); anything unexpected is logged with its traceback and answered 500. None of
-them affects the next request.
+unsupported Accept, 408 body slower than ``PIPEALGOS_REQUEST_READ_TIMEOUT``, 413 body over
+``SAGEMAKER_MAX_PAYLOAD_IN_MB``, 415 unsupported Content-Type); anything unexpected is logged
+with its traceback and answered 500. None of them affects the next request.
 
 Environment (read once, when the app is created): ``SAGEMAKER_MAX_PAYLOAD_IN_MB`` (default 6),
 ``SAGEMAKER_DEFAULT_INVOCATIONS_ACCEPT`` (default ``application/json``),
-``SAGEMAKER_MODEL_SERVER_WORKERS`` (reported as ``MaxConcurrentTransforms``).
+``SAGEMAKER_MODEL_SERVER_WORKERS`` (reported as ``MaxConcurrentTransforms``),
+``PIPEALGOS_REQUEST_READ_TIMEOUT`` (default 20 s).
 """
 
 from __future__ import annotations
@@ -20,13 +21,18 @@ from __future__ import annotations
 import json
 import logging
 import os
+import socket
+import threading
+import time
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 from flask import Flask, Response, request
+from werkzeug.exceptions import ClientDisconnected
 
 from . import formats
 from .model import ServedModel, load_served_model
-from .settings import ServeConfigError, default_workers, env_number
+from .settings import ServeConfigError, default_workers, env_number, request_read_timeout
 
 log = logging.getLogger("pipealgos.serve")
 
@@ -48,6 +54,7 @@ def create_app(model_dir: Path) -> Flask:
         raise ServeConfigError(f"SAGEMAKER_DEFAULT_INVOCATIONS_ACCEPT='{default_accept}' is not a response type "
                                f"pipealgos can produce; use one of {', '.join(formats.RESPONSE_TYPES)}")
     execution_parameters = _execution_parameters(max_payload_mb)
+    body_deadlines = BodyDeadlines(request_read_timeout())
 
     app = Flask("pipealgos.serve")
     app.extensions["pipealgos"] = served
@@ -65,7 +72,7 @@ def create_app(model_dir: Path) -> Flask:
     def invocations(name: str | None = None) -> Response:
         try:
             accept = formats.choose_response_type(request.accept_mimetypes, default_accept)
-            body = _read_body(max_bytes, max_payload_mb)
+            body = body_deadlines.read(lambda: _read_body(max_bytes, max_payload_mb))
             content = _invoke(served, body, request.headers.get("Content-Type"), accept)
             return Response(content, status=200, content_type=accept)
         except formats.RequestError as exc:
@@ -76,6 +83,85 @@ def create_app(model_dir: Path) -> Flask:
                             status=500, mimetype="text/plain")
 
     return app
+
+
+class BodyDeadlines:
+    """Bounds how long a request body may take to arrive (``PIPEALGOS_REQUEST_READ_TIMEOUT``).
+
+    Under gunicorn each body is read on a worker thread that blocks on the client's socket. One
+    watcher thread per worker process keeps the deadlines of the bodies being read; when one
+    passes it shuts the reading half of that socket, which ends the blocked read at once, and
+    the request is answered 408. Per-read socket timeouts (see ``server.py``) catch a client
+    that goes silent, but not one trickling a byte a second: only a deadline for the whole
+    body frees the thread for ``/ping`` and other clients. Without gunicorn's socket (Flask's
+    test client) bodies are read unwatched.
+    """
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self._changed = threading.Condition()
+        self._watched: dict[object, tuple[float, socket.socket, list[bool]]] = {}  # token -> (deadline, socket, [expired])
+        self._watcher_pid = None  # the watcher thread belongs to one process: workers fork after the app is built
+
+    def read(self, read_body):
+        """``read_body()`` under the deadline; raises :class:`formats.RequestTimeout` when it
+        passes, or when the client stays silent longer than the socket's own read timeout."""
+        expired = [False]
+        client = request.environ.get("gunicorn.socket")
+        try:
+            with self._watch(client, expired):
+                body = read_body()
+        except (OSError, ClientDisconnected) as exc:  # the shut socket ends the body early, or
+            # SO_RCVTIMEO's EAGAIN on a silent client; anything else: the client went away
+            if not (expired[0] or isinstance(exc, (BlockingIOError, TimeoutError))):
+                raise
+            expired[0] = True
+        if expired[0]:
+            # The rest of the body may never come. gunicorn ignores an app's "Connection: close"
+            # and would try to drain it before reusing the connection; a shut reading half
+            # makes it close the connection after the 408 instead.
+            with suppress(OSError):
+                client.shutdown(socket.SHUT_RD)
+            raise formats.RequestTimeout(f"the request body did not arrive within PIPEALGOS_REQUEST_READ_TIMEOUT="
+                                         f"{self.seconds:g} s: send the whole body at once (or raise the setting)")
+        return body
+
+    @contextmanager
+    def _watch(self, client: socket.socket | None, expired: list[bool]):
+        if client is None:
+            yield
+            return
+        token = object()
+        with self._changed:
+            self._start_watcher()
+            self._watched[token] = (time.monotonic() + self.seconds, client, expired)
+            self._changed.notify()
+        try:
+            yield
+        finally:
+            with self._changed:
+                del self._watched[token]
+
+    def _start_watcher(self) -> None:
+        if self._watcher_pid != os.getpid():
+            self._watcher_pid = os.getpid()
+            threading.Thread(target=self._watch_deadlines, name="body-deadlines", daemon=True).start()
+
+    def _watch_deadlines(self) -> None:
+        with self._changed:
+            while True:
+                now = time.monotonic()
+                pending = []
+                for deadline, client, expired in self._watched.values():
+                    if expired[0]:
+                        continue
+                    if deadline <= now:
+                        expired[0] = True
+                        with suppress(OSError):
+                            client.shutdown(socket.SHUT_RD)
+                    else:
+                        pending.append(deadline)
+                self._changed.wait(min(pending) - now if pending else None)
 
 
 def _invoke(served: ServedModel, body: bytes, content_type: str | None, accept: str) -> bytes:

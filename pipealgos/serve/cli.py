@@ -12,7 +12,10 @@ def register(subparsers) -> None:
     p = subparsers.add_parser("serve", help="serve the model in <ml-root>/model over HTTP (SageMaker's `serve`)")
     p.add_argument("--ml-root", help="ML root (default: $PIPEALGOS_ML_ROOT, else /opt/ml); the model is its model/")
     p.add_argument("--model-dir", help="serve this model folder instead of <ml-root>/model")
-    p.add_argument("--host", default=None, help="address to bind (default 0.0.0.0)")
+    p.add_argument("--host", default=None,
+                   help="address to bind (default: 127.0.0.1, so a model served on a laptop stays off the network; "
+                        "0.0.0.0 when serve runs as a container's main process, PID 1, as the image's `serve` does "
+                        "under SageMaker, or when SAGEMAKER_BIND_TO_PORT is set)")
     p.add_argument("--port", type=int, default=None, help="port (default: $SAGEMAKER_BIND_TO_PORT, else 8080)")
     p.add_argument("--workers", type=int, default=None,
                    help="worker processes (default: $SAGEMAKER_MODEL_SERVER_WORKERS, else the CPU count)")
@@ -25,13 +28,13 @@ def _serve(args: argparse.Namespace) -> int:
     from pipealgos.platform.model_store import ModelFormatError
     from pipealgos.platform.registry import UnknownAlgorithm
 
-    from .server import DEFAULT_HOST, run_server
-    from .settings import ServeConfigError, default_port, default_timeout, default_workers
+    from .server import run_server
+    from .settings import ServeConfigError, default_host, default_port, default_timeout, default_workers
 
     try:
         model_dir = args.model_dir or MLRoot.resolve(args.ml_root).model_dir
         run_server(model_dir, port=args.port or default_port(), workers=args.workers or default_workers(),
-                   timeout=args.timeout or default_timeout(), host=args.host or DEFAULT_HOST)
+                   timeout=args.timeout or default_timeout(), host=args.host or default_host())
     except (ModelFormatError, UnknownAlgorithm, ServeConfigError, OSError) as exc:
         print(f"serve: cannot start: {exc}", file=sys.stderr)
         return 1

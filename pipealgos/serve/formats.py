@@ -73,6 +73,10 @@ class NotAcceptable(RequestError):
     status = 406
 
 
+class RequestTimeout(RequestError):
+    status = 408
+
+
 class PayloadTooLarge(RequestError):
     status = 413
 

@@ -52,15 +52,20 @@ class ServerProcess:
         return self.log.read_text(errors="replace")
 
 
-def start_server(ml_root: Path, log: Path, env: dict | None = None, workers: int = 2) -> ServerProcess:
-    """``serve --ml-root ML_ROOT`` as SageMaker runs it (port from SAGEMAKER_BIND_TO_PORT);
-    returns once /ping answers 200."""
+def start_server(ml_root: Path, log: Path, env: dict | None = None, workers: int = 2, host: str | None = "127.0.0.1",
+                 port_from_env: bool = True) -> ServerProcess:
+    """``serve --ml-root ML_ROOT`` as SageMaker runs it (port from SAGEMAKER_BIND_TO_PORT, or
+    ``--port`` when not ``port_from_env``; ``--host`` unless None); returns once /ping answers 200."""
     port = free_port()
-    full_env = {**os.environ, "SAGEMAKER_BIND_TO_PORT": str(port),
-                "SAGEMAKER_MODEL_SERVER_WORKERS": str(workers), **(env or {})}
+    full_env = {**os.environ, "SAGEMAKER_MODEL_SERVER_WORKERS": str(workers), **(env or {})}
+    command = [str(VENV_BIN / "serve"), "--ml-root", str(ml_root), *(["--host", host] if host else [])]
+    if port_from_env:
+        full_env["SAGEMAKER_BIND_TO_PORT"] = str(port)
+    else:
+        full_env.pop("SAGEMAKER_BIND_TO_PORT", None)
+        command += ["--port", str(port)]
     handle = open(log, "wb")
-    process = subprocess.Popen([str(VENV_BIN / "serve"), "--ml-root", str(ml_root), "--host", "127.0.0.1"],
-                               env=full_env, stdout=handle, stderr=subprocess.STDOUT)
+    process = subprocess.Popen(command, env=full_env, stdout=handle, stderr=subprocess.STDOUT)
     handle.close()
     server = ServerProcess(process, port, log)
     deadline = time.monotonic() + START_TIMEOUT_S

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import io
 import json
+import select
+import socket
 import subprocess
 import time
 
@@ -21,6 +23,7 @@ from serve_helpers import VENV_BIN, start_server, training_rows
 
 from pipealgos.platform.model_store import load_model, save_model
 from pipealgos.platform.registry import get_algorithm
+from pipealgos.serve import settings
 
 AWS_ENV = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
 
@@ -196,3 +199,105 @@ def test_train_with_the_cli_in_pipe_mode_then_serve_and_predict(tmp_path):
     _, _, vt = np.linalg.svd(rows.astype(np.float64) - rows.astype(np.float64).mean(axis=0), full_matrices=False)
     reference = centred @ vt[:2][::-1].T  # ascending order, as the container emits
     np.testing.assert_allclose(np.abs(got), np.abs(reference), rtol=1e-3, atol=1e-3)
+
+
+# --- slow and idle clients (issue 12, item 10) ------------------------------------------------
+
+READ_TIMEOUT_S = 4  # PIPEALGOS_REQUEST_READ_TIMEOUT of the server below; SageMaker's ping probe gives up after 2 s
+PING_PROBE_S = 2
+
+
+@pytest.fixture(scope="module")
+def impatient_server(trained_pca, tmp_path_factory):
+    """`serve` with 2 workers (the default on this 2-core machine) and a short read timeout."""
+    process = start_server(trained_pca.root, tmp_path_factory.mktemp("impatient") / "serve.log",
+                           env={"PIPEALGOS_REQUEST_READ_TIMEOUT": str(READ_TIMEOUT_S)})
+    yield process
+    assert process.stop() == 0, process.logs()
+
+
+def _stalled_client(port: int, sent: bytes) -> socket.socket:
+    """A connection that sent ``sent`` (part of a request) and then goes silent."""
+    client = socket.create_connection(("127.0.0.1", port), timeout=READ_TIMEOUT_S * 5)
+    client.sendall(sent)
+    return client
+
+
+def _answer(client: socket.socket) -> bytes:
+    """Everything the server sends until it closes the connection."""
+    received = b""
+    while chunk := client.recv(65536):
+        received += chunk
+    return received
+
+
+PARTIAL_BODY = b"POST /invocations HTTP/1.1\r\nHost: x\r\nContent-Type: text/csv\r\nContent-Length: 1000\r\n\r\n1,2,3"
+PARTIAL_HEADERS = b"POST /invocations HTTP/1.1\r\nHost: x\r\nContent-Type: te"
+
+
+def test_ping_answers_while_clients_idle_mid_request_then_they_are_cut_off(impatient_server, trained_pca):
+    stalled = [_stalled_client(impatient_server.port, PARTIAL_BODY) for _ in range(2)]
+    stalled.append(_stalled_client(impatient_server.port, PARTIAL_HEADERS))
+    try:
+        time.sleep(0.5)  # let the workers take them up
+        for _ in range(6):  # on fresh connections, so both workers are probed
+            conn = impatient_server.connection(timeout=PING_PROBE_S)
+            conn.request("GET", "/ping")
+            assert conn.getresponse().status == 200
+            conn.close()
+        answers = [_answer(client) for client in stalled]
+    finally:
+        for client in stalled:
+            client.close()
+    for answer in answers[:2]:
+        assert answer.startswith(b"HTTP/1.1 408 ")
+        assert b"did not arrive within PIPEALGOS_REQUEST_READ_TIMEOUT=4 s" in answer
+        # and the connection was closed after it: _answer read to the end
+    assert answers[2] == b""  # silent mid-headers: disconnected, nothing to answer yet
+    status, _, body = impatient_server.request("POST", "/invocations", b"1,2,3,4,5,6\n", {"Content-Type": "text/csv"})
+    assert status == 200 and b"projection" in body
+    assert "closed a connection silent for 4 s mid-request" in impatient_server.logs()
+    assert "Socket error processing request" not in impatient_server.logs()
+
+
+def test_a_trickling_body_is_cut_off_at_the_deadline(impatient_server):
+    """One byte every 0.2 s never trips a per-read timeout; the body's deadline stops it."""
+    client = _stalled_client(impatient_server.port, PARTIAL_BODY)
+    try:
+        answer = b""
+        for _ in range(5 * READ_TIMEOUT_S * 3):  # would take 3x the deadline to finish
+            try:
+                client.sendall(b"0")
+            except OSError:  # the server answered and closed
+                break
+            readable, _, _ = select.select([client], [], [], 0.2)
+            if readable:
+                break
+        answer = _answer(client)
+    finally:
+        client.close()
+    assert answer.startswith(b"HTTP/1.1 408 "), answer
+
+
+# --- the address serve binds (issue 12, item 11) ----------------------------------------------
+
+
+@pytest.mark.parametrize("env,address", [({}, "127.0.0.1"), ({"SAGEMAKER_BIND_TO_PORT": "PORT"}, "0.0.0.0")])
+def test_serve_binds_loopback_unless_sagemaker_runs_it(trained_pca, tmp_path, env, address):
+    process = start_server(trained_pca.root, tmp_path / "serve.log", workers=1, host=None, port_from_env=bool(env))
+    try:
+        assert f"Listening at: http://{address}:{process.port}" in process.logs()
+    finally:
+        assert process.stop() == 0
+
+
+def test_default_host_is_every_interface_as_a_containers_main_process(monkeypatch):
+    monkeypatch.delenv("SAGEMAKER_BIND_TO_PORT", raising=False)
+    assert settings.default_host() == "127.0.0.1"
+    monkeypatch.setattr(settings.os, "getpid", lambda: 1)
+    assert settings.default_host() == "0.0.0.0"
+
+
+def test_help_says_which_address_is_bound():
+    result = subprocess.run([str(VENV_BIN / "serve"), "--help"], capture_output=True, text=True, timeout=60)
+    assert "127.0.0.1" in result.stdout and "SAGEMAKER_BIND_TO_PORT" in result.stdout
