@@ -93,6 +93,7 @@ def test_algorithm_failing_mid_epoch(s3env, tmp_path):
     result = run.run()
     assert result.status == "Failed" and result.failed_host == "algo-1"
     assert result.failure.startswith("ClientError:") and "not a RecordIO frame" in result.failure
+    assert f"train_0 (s3://{BUCKET}/corrupt/part-002.pbr, byte offset 0 of that object)" in result.failure
     assert result.summary["ExitCodes"] == {"algo-1": 1}
     assert all(not f.is_alive() and f.error is None for f in run.feeders)  # the feeder stopped cleanly
 

@@ -39,6 +39,7 @@ from pathlib import Path
 from pipealgos.io.recordio import HEADER, LENGTH_MASK, MAGIC, padded_length
 
 from .storage import ObjectStore, RetryPolicy, StorageError, StoredObject, read_range_with_retry
+from .streammap import StreamMap
 
 F_SETPIPE_SZ = 1031
 PIPE_BUFFER = 1 << 20
@@ -172,6 +173,11 @@ class PipeFeeder(threading.Thread):
         self.error: str | None = None
         self._stop_event = threading.Event()
         self._active: OrderedFetcher | None = None
+        self._maps: dict[int, StreamMap] = {}
+
+    def stream_map(self, epoch: int) -> StreamMap | None:
+        """What epoch ``epoch``'s FIFO carried, object by object (the last few epochs are kept)."""
+        return self._maps.get(epoch)
 
     def stop(self) -> None:
         """Stop at the next step; fetches in progress give up instead of retrying."""
@@ -202,7 +208,10 @@ class PipeFeeder(threading.Thread):
                 self.stats.reader_opened_at = time.monotonic()
             if fetcher is None:
                 fetcher = self._fetcher(epoch)
+            stream = self._new_map(epoch)
             for piece, data in fetcher:
+                stream.add(piece.obj.uri, piece.start == 0, len(piece.before) if piece.start == 0 else 0,
+                           len(piece.before) + len(data) + len(piece.after), data.count(b"\n"))
                 for part in (piece.before, data, piece.after):
                     self._write_all(fd, part)
                 if piece.end == piece.obj.size:
@@ -223,6 +232,13 @@ class PipeFeeder(threading.Thread):
             if fd is not None:
                 os.close(fd)
             path.unlink(missing_ok=True)
+
+    def _new_map(self, epoch: int) -> StreamMap:
+        """A map for this epoch's FIFO; epochs three behind are dropped (a failing host reads the
+        newest one; a long job must not keep a map of every epoch)."""
+        self._maps[epoch] = StreamMap()
+        self._maps.pop(epoch - 3, None)
+        return self._maps[epoch]
 
     def _fetcher(self, epoch: int) -> OrderedFetcher:
         todo = pieces(self.objects_for_epoch(epoch), self.options.chunk_size, self.wrap_recordio)

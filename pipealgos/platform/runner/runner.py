@@ -45,8 +45,10 @@ from .layout import checkpoint_local_path, lay_out_host
 from .output import OutputError, OutputLocation
 from .progress import ChannelProgress, Display, summary
 from .storage import StorageError, StoredObject, Stores, join_uri
+from .streammap import StreamMap, name_objects
 
 EXIT_COMPLETED, EXIT_FAILED, EXIT_STOPPED = 0, 1, 3
+MAX_FAILURE_REASON = 1024  # DescribeTrainingJob's FailureReason
 
 
 class StopRequested(BaseException):
@@ -320,14 +322,21 @@ class JobRun:
         for proc in self.hosts.values():
             proc.signal(signal.SIGTERM)
 
-    @staticmethod
-    def _host_failure(proc: HostProcess) -> str:
+    def _host_failure(self, proc: HostProcess) -> str:
         text = proc.failure_text()
         if text:
-            return text
+            return name_objects(text, lambda channel, epoch: self._stream_map(proc.host, channel, epoch))
         if proc.exit_code is not None and proc.exit_code < 0:
             return f"AlgorithmError: host {proc.host} was killed by signal {-proc.exit_code}"
         return f"AlgorithmError: , exit code: {proc.exit_code}"
+
+    def _stream_map(self, host: str, channel: str, epoch: int) -> StreamMap | None:
+        """The map of what ``<channel>_<epoch>`` carried to ``host``; None for a Gzip channel,
+        whose inflated offsets the map cannot place (see :mod:`.streammap`)."""
+        if any(ch.name == channel and ch.compression == "Gzip" for ch in self.job.channels):
+            return None
+        feeder = next((f for f in self.feeders if f.stats.host == host and f.channel == channel), None)
+        return feeder.stream_map(epoch) if feeder is not None else None
 
     # -- the outcome ----------------------------------------------------------------------
     def _channel_progress(self) -> list[ChannelProgress]:
@@ -358,8 +367,8 @@ class JobRun:
     def _result(self, stop: str | None, roots: dict[str, MLRoot], peak_disk: int) -> JobResult:
         if stop is not None:
             status, secondary, failure = "Stopped", stop, None
-        elif self.failure is not None:
-            status, secondary, failure = "Failed", "Failed", self.failure
+        elif self.failure is not None:  # in full in the log, capped in the summary as FailureReason is
+            status, secondary, failure = "Failed", "Failed", self.failure[:MAX_FAILURE_REASON]
         else:
             status, secondary, failure = "Completed", "Completed", None
         artifacts: dict = {}
