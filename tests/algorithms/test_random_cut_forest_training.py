@@ -214,6 +214,12 @@ def test_hyperparameters_outside_the_spec_ranges_are_refused():
     assert SCHEMA.parse({"feature_dim": "4", "mini_batch_size": "1000", "_tuning_objective_metric": "test:f1"})
 
 
+def test_a_forest_too_large_for_memory_is_refused_before_reading(tmp_path):
+    params = _params(feature_dim=10000, num_trees=1000, num_samples_per_tree=2048)
+    with pytest.raises(ValueError, match=r"num_trees=1000 x num_samples_per_tree=2048 with feature_dim=10000"):
+        _train(tmp_path, params, train_blobs=[b""])
+
+
 def test_a_damaged_model_file_is_refused():
     x, _ = _data(300)
     rng = np.random.default_rng(0)

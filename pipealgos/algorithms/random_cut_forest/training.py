@@ -32,6 +32,7 @@ from .model import RandomCutForestModel
 from .sampling import Reservoir, merge_reservoirs, tree_samples
 
 THREE_SIGMA = 3.0
+MAX_FOREST_BYTES = 16 * 2**30  # the forest's boxes: beyond this, a job would exhaust a host's memory
 
 
 def sample_capacity(params) -> int:
@@ -39,8 +40,20 @@ def sample_capacity(params) -> int:
     return params.num_trees * params.num_samples_per_tree
 
 
+def check_forest_size(params) -> None:
+    """Refuse settings whose trees cannot fit in memory: each tree holds up to
+    2 x num_samples_per_tree - 1 nodes, each with a float32 min and max per feature."""
+    forest_bytes = sample_capacity(params) * 2 * params.feature_dim * 2 * 4
+    if forest_bytes > MAX_FOREST_BYTES:
+        raise ValueError(f"num_trees={params.num_trees} x num_samples_per_tree={params.num_samples_per_tree} with "
+                         f"feature_dim={params.feature_dim} makes a forest of up to {forest_bytes / 2**30:.0f} GiB "
+                         f"(at most {MAX_FOREST_BYTES / 2**30:.0f} GiB): lower num_trees or num_samples_per_tree, "
+                         "or reduce the features (e.g. with PCA)")
+
+
 def train(params, ctx: TrainingContext) -> RandomCutForestModel:
     """One pass over ``train`` into a reservoir, merged across hosts, then the forest."""
+    check_forest_size(params)
     reservoir = Reservoir(sample_capacity(params), params.feature_dim, np.random.default_rng([ctx.seed, ctx.rank, 1]))
     started = time.perf_counter()
     for batch in ctx.channels.minibatches("train", 0, params.mini_batch_size, params.feature_dim):
