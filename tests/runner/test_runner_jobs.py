@@ -8,6 +8,7 @@ import numpy as np
 
 from jobkit import dense_bytes, pca_request, reference_pca, upload_parts
 from pipealgos.io import record_pb2
+from pipealgos.io.convert import convert
 from pipealgos.platform.runner.job import parse_job
 from pipealgos.platform.runner.runner import RunOptions, run_job
 from seaweed import BUCKET
@@ -114,3 +115,14 @@ def test_local_paths_need_no_server_and_checkpoints_sync(tmp_path, capsys):
     assert local.read_bytes() == b"earlier run"  # pre-filled before `train` started
     log = capsys.readouterr().err
     assert "[algo-1]" in log and "[runner]" in log and "train (Pipe)" in log
+
+
+def test_a_converted_folder_with_its_manifest_trains_in_pipe_mode(tmp_path):
+    csv = tmp_path / "rows.csv"
+    np.savetxt(csv, X, delimiter=",", fmt="%.6f")
+    result = convert([csv], tmp_path / "shards", shards=3, manifest_prefix="s3://bucket/shards/")
+    assert result.manifest.name == ".amazon.manifest"
+    request = pca_request("converted", str(tmp_path / "shards"), str(tmp_path / "out"), mode="Pipe")
+    result = run_job(parse_job(request), options())
+    assert result.status == "Completed", result.failure
+    assert result.summary["Channels"]["train"]["Objects"] == 3  # the shards, not the manifest

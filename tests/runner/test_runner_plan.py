@@ -68,3 +68,17 @@ def test_local_listing_follows_s3_prefix_semantics(tmp_path):
     assert [o.relative for o in loose] == ["train-extra.csv", "train/b.pbr", "train/sub/a.pbr"]
     with pytest.raises(plan.PlanError, match="channel 'train': no objects found"):
         plan.list_objects(store, str(tmp_path / "nothing-here"), "S3Prefix", "train")
+
+
+def test_pipe_channels_leave_out_hidden_objects_as_file_mode_does(tmp_path):
+    (tmp_path / "train" / ".cache").mkdir(parents=True)
+    for name in ("a.pbr", ".amazon.manifest", ".cache/b.pbr"):
+        (tmp_path / "train" / name).write_bytes(b"x")
+    store = LocalStore()
+    listed = plan.list_objects(store, str(tmp_path / "train"), "S3Prefix", "train")
+    assert len(listed) == 3  # File mode downloads everything, its reader skips the hidden ones
+    piped = plan.list_objects(store, str(tmp_path / "train"), "S3Prefix", "train", skip_hidden=True)
+    assert [o.relative for o in piped] == ["a.pbr"]
+    (tmp_path / "train" / "a.pbr").unlink()
+    with pytest.raises(plan.PlanError, match=r"holds only hidden objects \(.amazon.manifest, .cache/b.pbr\)"):
+        plan.list_objects(store, str(tmp_path / "train"), "S3Prefix", "train", skip_hidden=True)

@@ -2,7 +2,10 @@
 
 * ``ManifestFile`` (the SDK's ``.amazon.manifest``): a JSON array whose first element is
   ``{"prefix": "s3://bucket/path/"}`` and whose other elements are keys relative to it.
-* ``S3Prefix``: every object under the prefix, in key order.
+* ``S3Prefix``: every object under the prefix, in key order. A Pipe channel leaves out hidden
+  objects (a path component below the prefix starting with ``.``, such as the
+  ``.amazon.manifest`` that ``convert --manifest`` writes beside its shards), as File mode's
+  reader skips hidden files: the same prefix trains the same in both modes.
 * ``ShardedByS3Key``: :func:`shard` deals the objects round-robin over the hosts (object i
   goes to host ``i mod n``), so every object reaches exactly one host, counts differ by at
   most one, and no object is ever split. ``FullyReplicated`` gives each host all objects.
@@ -48,8 +51,15 @@ def parse_manifest(text: str, source: str) -> tuple[str, list[str]]:
     return data[0]["prefix"], keys
 
 
-def list_objects(store: ObjectStore, uri: str, data_type: str, channel: str) -> list[StoredObject]:
-    """The channel's objects from an ``S3Prefix`` or a ``ManifestFile``; never empty."""
+def is_hidden(obj: StoredObject) -> bool:
+    """A component of the path below the prefix starts with ``.`` (File mode's reader skips it)."""
+    return any(part.startswith(".") for part in obj.relative.split("/"))
+
+
+def list_objects(store: ObjectStore, uri: str, data_type: str, channel: str,
+                 skip_hidden: bool = False) -> list[StoredObject]:
+    """The channel's objects from an ``S3Prefix`` or a ``ManifestFile``; never empty.
+    ``skip_hidden`` (Pipe channels) leaves out what :func:`is_hidden` says File mode skips."""
     try:
         if data_type == "ManifestFile":
             prefix, keys = parse_manifest(store.read_text(uri), uri)
@@ -58,6 +68,13 @@ def list_objects(store: ObjectStore, uri: str, data_type: str, channel: str) -> 
             objects = store.list_prefix(uri)
     except StorageError as exc:
         raise PlanError(f"channel '{channel}': listing {uri} failed: {exc}") from None
+    if skip_hidden:
+        hidden = [o.relative for o in objects if is_hidden(o)]
+        objects = [o for o in objects if not is_hidden(o)]
+        if hidden and not objects:
+            raise PlanError(f"channel '{channel}': {uri} holds only hidden objects ({', '.join(hidden[:3])}), which "
+                            "are not training data. Point S3Uri at the data, or use S3DataType ManifestFile to "
+                            "read a manifest")
     if not objects:
         raise PlanError(f"channel '{channel}': no objects found under {data_type} {uri}. "
                         "Check the S3Uri (an S3Prefix matches keys starting with it) and that the data was uploaded")

@@ -148,7 +148,8 @@ class JobRun:
     # -- steps ---------------------------------------------------------------------------
     def list_inputs(self) -> dict[str, list[StoredObject]]:
         if self.objects is None:
-            self.objects = {ch.name: plan.list_objects(self.stores.for_uri(ch.uri), ch.uri, ch.data_type, ch.name)
+            self.objects = {ch.name: plan.list_objects(self.stores.for_uri(ch.uri), ch.uri, ch.data_type, ch.name,
+                                                       skip_hidden=ch.is_pipe)
                             for ch in self.job.channels}
         return self.objects
 
