@@ -95,6 +95,16 @@ class HostProcess:
             except ProcessLookupError:
                 pass
 
+    def is_stopped(self) -> bool:
+        """Running but stopped (SIGSTOP, a debugger): it will never answer its peers nor fail."""
+        if self.poll() is not None:
+            return False
+        try:
+            stat = Path(f"/proc/{self.proc.pid}/stat").read_text()
+        except OSError:
+            return False  # gone, or no /proc: nothing to tell
+        return stat.rsplit(")", 1)[1].split()[0] in ("T", "t")  # the state follows "(command)"
+
     def kill_and_wait(self) -> None:
         self.signal(signal.SIGKILL)
         self.proc.wait()

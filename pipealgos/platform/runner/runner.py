@@ -296,8 +296,8 @@ class JobRun:
             self.display.update(self._channel_progress())
             for host, proc in self.hosts.items():
                 code = proc.poll()
-                if code not in (None, 0) and stop is None:
-                    self._fail(host, self._host_failure(proc))
+                if code not in (None, 0) and stop is None and self.failure is None:
+                    self._fail(*self._blame(host, proc))
             if stop is None and self._stop_reason is not None:
                 stop, kill_at = "Stopped", now + self.options.interrupt_grace
                 self._terminate_hosts()
@@ -322,6 +322,22 @@ class JobRun:
     def _terminate_hosts(self) -> None:
         for proc in self.hosts.values():
             proc.signal(signal.SIGTERM)
+
+    def _blame(self, host: str, proc: HostProcess) -> tuple[str, str]:
+        """(failed host, reason) when ``host`` is the first to exit non-zero.
+
+        A peer whose process is stopped (SIGSTOP) is the one that failed: ``host`` only gave up
+        waiting for it on the collective timeout. The stopped peer is killed at once, since it
+        would never fail by itself and waiting ``failure_grace`` for it would only delay the end."""
+        reason = self._host_failure(proc)
+        frozen = [peer for name, peer in self.hosts.items() if name != host and peer.is_stopped()]
+        if not frozen:
+            return host, reason
+        for peer in frozen:
+            peer.kill_and_wait()
+        names = ", ".join(peer.host for peer in frozen)
+        return frozen[0].host, (f"AlgorithmError: host {names} stopped answering (its process was stopped: SIGSTOP "
+                                f"or a debugger), so {host} gave up waiting for it. {host} reported: {reason}")
 
     def _host_failure(self, proc: HostProcess) -> str:
         text = proc.failure_text()
