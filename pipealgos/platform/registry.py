@@ -17,8 +17,6 @@ from typing import Any
 
 from pipealgos.algorithms import factorization_machines, kmeans, linear_learner, pca
 from pipealgos.algorithms import lda
-
-from pipealgos.algorithms import ntm
 from pipealgos.algorithms import ntm
 
 from .hyperparameters import Schema
@@ -27,7 +25,6 @@ from .schemas import kmeans as kmeans_schema
 from .schemas import lda as lda_schema
 from .schemas import linear_learner as linear_learner_schema
 from .schemas import pca as pca_schema
-from .schemas import ntm as ntm_schema
 from .schemas import ntm as ntm_schema
 
 RECORDIO = "application/x-recordio-protobuf"
@@ -192,20 +189,6 @@ ALGORITHMS: dict[str, AlgorithmSpec] = {
             conformance=Conformance({"feature_dim": "30", "num_topics": "3", "mini_batch_size": "50", "alpha0": "0.1",
                                      "max_restarts": "3", "max_iterations": "200"},
                                     planted="topics", floor=0.9, minibatch_invariant=True),
-        ),
-        AlgorithmSpec(
-            name=ntm.NAME,
-            schema=ntm_schema.SCHEMA,
-            train=ntm.train,
-            model_type=ntm.NTMModel,
-            response_key="predictions",
-            outputs=("topic_weights",),
-            channels=(ChannelRule("train", required=True), ChannelRule("validation"), ChannelRule("test"),
-                      ChannelRule("auxiliary", content_types=(TEXT,))),
-            sparse_input=True,
-            conformance=Conformance({"feature_dim": "30", "num_topics": "3", "mini_batch_size": "50", "epochs": "10",
-                                     "optimizer": "adam", "learning_rate": "0.01"},
-                                    planted="topics", floor=0.9),
         ),
         AlgorithmSpec(
             name=ntm.NAME,
