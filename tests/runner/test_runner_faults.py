@@ -166,3 +166,19 @@ def test_a_stopped_host_is_reported_not_the_peer_that_timed_out(s3env, tmp_path)
     assert "host algo-2 stopped answering" in result.failure and "algo-1 reported:" in result.failure
     assert result.summary["ExitCodes"]["algo-2"] == -signal.SIGKILL
     assert time.monotonic() - stopped_at < 10 + 30  # the collective timeout plus startup, not the failure grace
+
+
+def test_a_stalled_server_is_reported_as_a_stall_within_the_set_limits(own_seaweed, monkeypatch, tmp_path):
+    use_server(monkeypatch, own_seaweed)
+    uri = upload_parts(own_seaweed, "stalled", [dense_bytes(RNG.normal(size=(100, 6)))])
+    run = JobRun(parse_job(pca_request("stalled", uri, str(tmp_path / "out"))),
+                 options(s3_timeout=1, feed=FeedOptions(retry=RetryPolicy(attempts=2, backoff=0.05))))
+    run.list_inputs()
+    own_seaweed.pause()  # the server takes connections and never answers
+    try:
+        result = run.run()
+    finally:
+        own_seaweed.resume()
+    assert result.status == "Failed" and result.summary["ExitCodes"] == {}  # File mode: before any host
+    assert "failed after 2 attempts (--s3-attempts)" in result.failure
+    assert "stalled: no answer within 1 s (--s3-timeout)" in result.failure

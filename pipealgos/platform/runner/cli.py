@@ -25,6 +25,11 @@ def register(subparsers) -> None:
     p.add_argument("--chunk-mb", type=float, default=8, help="size of one ranged GET in MB (default 8)")
     p.add_argument("--memory-cap-mb", type=float, default=64,
                    help="Pipe mode: bytes fetched ahead per channel and host, in MB (default 64)")
+    p.add_argument("--s3-timeout", type=float, default=60.0,
+                   help="seconds an S3 request waits for the server, to connect and for each read (default 60)")
+    p.add_argument("--s3-attempts", type=int, default=5,
+                   help="tries in all for each ranged read before the job fails (default 5); a stalled server "
+                        "fails the job after about attempts x timeout")
     p.add_argument("--stop-grace", type=float, default=120.0,
                    help="seconds between SIGTERM and SIGKILL when MaxRuntimeInSeconds is reached (default 120)")
     p.add_argument("--interrupt-grace", type=float, default=10.0,
@@ -43,15 +48,21 @@ def _run(args) -> int:
     from .feeder import FeedOptions
     from .job import JobSpecError, load_job
     from .runner import JobRun, RunOptions, stop_on_signals
+    from .storage import RetryPolicy
 
     try:
         job = load_job(args.job)
     except (JobSpecError, OSError) as exc:
         sys.stderr.write(f"pipealgos run: {exc}\n")
         return EXIT_BAD_REQUEST
+    if args.s3_attempts < 1 or not args.s3_timeout > 0:
+        sys.stderr.write(f"pipealgos run: --s3-attempts must be >= 1 and --s3-timeout > 0 "
+                         f"(got {args.s3_attempts} and {args.s3_timeout:g})\n")
+        return EXIT_BAD_REQUEST
     feed = FeedOptions(workers=args.workers, chunk_size=int(args.chunk_mb * (1 << 20)),
-                       memory_cap=int(args.memory_cap_mb * (1 << 20)))
+                       memory_cap=int(args.memory_cap_mb * (1 << 20)), retry=RetryPolicy(attempts=args.s3_attempts))
     options = RunOptions(work_dir=args.work_dir, keep_work_dir=args.keep_work_dir, endpoint_url=args.endpoint_url,
+                         s3_timeout=args.s3_timeout,
                          feed=feed, stop_grace=args.stop_grace, interrupt_grace=args.interrupt_grace,
                          overwrite=args.overwrite, progress=args.progress)
     run = JobRun(job, options)

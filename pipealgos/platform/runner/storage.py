@@ -12,7 +12,14 @@ given string. Zero-byte keys ending in ``/`` (folder markers some tools create) 
 everything else is listed, including dot-files such as ``.amazon.manifest``, as SageMaker does.
 
 Errors are :class:`StorageError`, whose ``permanent`` flag tells the caller's retry loop
-whether trying again can help (a missing object: no; a refused connection: yes).
+whether trying again can help (a missing object: no; a refused connection: yes), and whose
+``stalled`` flag marks a server that took the request and did not answer within the timeout.
+
+Limits (all settings of ``pipealgos run``): each S3 request waits at most ``timeout`` seconds
+for the server (``--s3-timeout``, default 60, for connecting and for each read); a ranged read
+is tried ``RetryPolicy.attempts`` times in all (``--s3-attempts``, default 5) with backoff
+``0.25 * 2**i`` s between tries. A stalled server therefore fails the job after about
+``attempts * timeout`` seconds (5 min by default), with a reason that says it stalled.
 """
 
 from __future__ import annotations
@@ -31,9 +38,10 @@ ENDPOINT_ENV = "AWS_ENDPOINT_URL_S3"
 class StorageError(OSError):
     """Reading or writing an object failed; the message names the object."""
 
-    def __init__(self, message: str, permanent: bool = False) -> None:
+    def __init__(self, message: str, permanent: bool = False, stalled: bool = False) -> None:
         super().__init__(message)
         self.permanent = permanent
+        self.stalled = stalled
 
 
 @dataclass(frozen=True)
@@ -159,12 +167,18 @@ class S3Store:
         from botocore.config import Config
 
         self.endpoint_url = endpoint_url or os.environ.get(ENDPOINT_ENV) or None
+        self.timeout = timeout
         config = Config(max_pool_connections=max_connections, retries={"total_max_attempts": 1},
                         connect_timeout=timeout, read_timeout=timeout)
         self.client = boto3.client("s3", endpoint_url=self.endpoint_url, config=config)
 
     def _error(self, exc: Exception, uri: str) -> StorageError:
-        from botocore.exceptions import ClientError
+        from botocore.exceptions import ClientError, ConnectTimeoutError, ReadTimeoutError
+
+        if isinstance(exc, (ReadTimeoutError, ConnectTimeoutError)):
+            server = self.endpoint_url or "AWS S3"
+            return StorageError(f"{uri}: the S3 server ({server}) stalled: no answer within {self.timeout:g} s "
+                                "(--s3-timeout)", stalled=True)
 
         if isinstance(exc, ClientError):
             code = exc.response.get("Error", {}).get("Code", "")
@@ -270,5 +284,5 @@ def read_range_with_retry(store: ObjectStore, uri: str, start: int, end: int, re
                 break
             time.sleep(retry.backoff * 2**attempt)
     tries = f"{attempt + 1} attempt{'s' if attempt else ''}"
-    raise StorageError(f"reading {uri} (bytes {start}-{end - 1}) failed after {tries}: {last}",
-                       permanent=last.permanent)
+    raise StorageError(f"reading {uri} (bytes {start}-{end - 1}) failed after {tries} (--s3-attempts): {last}",
+                       permanent=last.permanent, stalled=last.stalled)
