@@ -5,7 +5,8 @@ the epoch's objects concatenated in order. Objects are cut into ranges (``chunk_
 fetched by a pool of ``workers`` parallel ranged GETs; at most ``memory_cap`` bytes are in
 flight or waiting, and they are written strictly in order. A slow range therefore holds up
 only the write position, never the fetches behind it, and memory stays flat however big the
-channel is. The pipe buffer is raised to 1 MiB (``F_SETPIPE_SZ``) when the system allows.
+channel is. The pipe buffer is widened as the reader's side does it
+(:func:`pipealgos.io.channel.widen_pipe_buffer`: 1 MiB when the system allows).
 
 * ``RecordWrapperType: RecordIO``: each object is streamed as one RecordIO record — the frame
   header before its first range and the zero padding after its last, byte-identical to
@@ -36,13 +37,11 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from pipealgos.io.channel import widen_pipe_buffer
 from pipealgos.io.recordio import HEADER, LENGTH_MASK, MAGIC, padded_length
 
 from .storage import ObjectStore, RetryPolicy, StorageError, StoredObject, read_range_with_retry
 from .streammap import StreamMap
-
-F_SETPIPE_SZ = 1031
-PIPE_BUFFER = 1 << 20
 
 
 class FeedError(RuntimeError):
@@ -259,10 +258,7 @@ class PipeFeeder(threading.Thread):
                 waited += pause
                 continue
             fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) & ~os.O_NONBLOCK)
-            try:
-                fcntl.fcntl(fd, F_SETPIPE_SZ, PIPE_BUFFER)
-            except OSError:
-                pass  # above /proc/sys/fs/pipe-max-size for this user: keep the default size
+            widen_pipe_buffer(fd)
             return fd
         return None
 
