@@ -4,7 +4,7 @@ VENV := .venv
 VPY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: test test-image demo bench venv clean
+.PHONY: test test-image demo bench soak venv clean
 
 venv: $(STAMP)
 
@@ -31,6 +31,11 @@ demo: $(STAMP)
 
 bench: $(STAMP)
 	$(VPY) benchmarks/run_all.py
+
+# 10 minutes of mixed good and bad requests against `serve` (not part of test or bench);
+# `$(VPY) benchmarks/soak.py --minutes 1` for a short run.
+soak: $(STAMP)
+	$(VPY) benchmarks/soak.py
 
 clean:
 	rm -rf $(VENV) demo-out .bench

@@ -71,8 +71,10 @@ def create_app(model_dir: Path) -> Flask:
     @app.post("/endpoints/<name>/invocations")
     def invocations(name: str | None = None) -> Response:
         try:
-            accept = formats.choose_response_type(request.accept_mimetypes, default_accept)
+            # The body first, even when the Accept header is refused: an unread body would be
+            # left on a kept-alive connection, which gunicorn then closes after the answer.
             body = body_deadlines.read(lambda: _read_body(max_bytes, max_payload_mb))
+            accept = formats.choose_response_type(request.accept_mimetypes, default_accept)
             content = _invoke(served, body, request.headers.get("Content-Type"), accept)
             return Response(content, status=200, content_type=accept)
         except formats.RequestError as exc:
@@ -107,21 +109,15 @@ class BodyDeadlines:
         """``read_body()`` under the deadline; raises :class:`formats.RequestTimeout` when it
         passes, or when the client stays silent longer than the socket's own read timeout."""
         expired = [False]
-        client = request.environ.get("gunicorn.socket")
         try:
-            with self._watch(client, expired):
+            with self._watch(request.environ.get("gunicorn.socket"), expired):
                 body = read_body()
         except (OSError, ClientDisconnected) as exc:  # the shut socket ends the body early, or
             # SO_RCVTIMEO's EAGAIN on a silent client; anything else: the client went away
             if not (expired[0] or isinstance(exc, (BlockingIOError, TimeoutError))):
                 raise
             expired[0] = True
-        if expired[0]:
-            # The rest of the body may never come. gunicorn ignores an app's "Connection: close"
-            # and would try to drain it before reusing the connection; a shut reading half
-            # makes it close the connection after the 408 instead.
-            with suppress(OSError):
-                client.shutdown(socket.SHUT_RD)
+        if expired[0]:  # the rest of the body may never come: server.py closes the connection after a 408
             raise formats.RequestTimeout(f"the request body did not arrive within PIPEALGOS_REQUEST_READ_TIMEOUT="
                                          f"{self.seconds:g} s: send the whole body at once (or raise the setting)")
         return body

@@ -25,6 +25,7 @@ import os
 import socket
 import struct
 import sys
+import threading
 from pathlib import Path
 
 from gunicorn.app.base import BaseApplication
@@ -99,6 +100,31 @@ class _SilentClientFilter(logging.Filter):
         return True
 
 
+_answering = threading.local()  # .request: the gunicorn request this worker thread is answering
+
+
+def _remember_request(worker, req) -> None:
+    """gunicorn's ``pre_request`` hook."""
+    _answering.request = req
+
+
+class _CloseAfterTimeout:
+    """WSGI wrapper: after a 408 the connection is closed (the rest of that body may still be
+    on its way, or never come). gunicorn ignores an app's ``Connection: close``, so this sets
+    gunicorn's own flag on the request being answered."""
+
+    def __init__(self, app) -> None:
+        self.app = app
+
+    def __call__(self, environ, start_response):
+        def start(status: str, headers, exc_info=None):
+            if status.startswith("408"):
+                _answering.request.must_close = True
+            return start_response(status, headers, exc_info)
+
+        return self.app(environ, start)
+
+
 def run_server(model_dir: Path, port: int, workers: int, timeout: int, host: str,
                threads: int = THREADS_PER_WORKER) -> None:
     """Serve the model in ``model_dir`` on ``host:port`` until SIGTERM; returns when stopped."""
@@ -117,6 +143,7 @@ def run_server(model_dir: Path, port: int, workers: int, timeout: int, host: str
         "preload_app": True,
         "post_fork": _post_fork,
         "when_ready": _socket_timeouts(read_timeout),
+        "pre_request": _remember_request,
         "accesslog": None,
         "errorlog": "-",
         "loglevel": "info",
@@ -124,4 +151,4 @@ def run_server(model_dir: Path, port: int, workers: int, timeout: int, host: str
         "worker_tmp_dir": HEARTBEAT_DIR if os.access(HEARTBEAT_DIR, os.W_OK) else None,
         "control_socket_disable": True,  # gunicorn >= 25 would otherwise create a shared socket file
     }
-    _Server(app, options).run()
+    _Server(_CloseAfterTimeout(app), options).run()

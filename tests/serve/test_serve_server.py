@@ -252,7 +252,7 @@ def test_ping_answers_while_clients_idle_mid_request_then_they_are_cut_off(impat
     for answer in answers[:2]:
         assert answer.startswith(b"HTTP/1.1 408 ")
         assert b"did not arrive within PIPEALGOS_REQUEST_READ_TIMEOUT=4 s" in answer
-        # and the connection was closed after it: _answer read to the end
+        assert b"\r\nconnection: close\r\n" in answer.lower()  # and it was: _answer read to the end
     assert answers[2] == b""  # silent mid-headers: disconnected, nothing to answer yet
     status, _, body = impatient_server.request("POST", "/invocations", b"1,2,3,4,5,6\n", {"Content-Type": "text/csv"})
     assert status == 200 and b"projection" in body
