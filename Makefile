@@ -39,3 +39,10 @@ soak: $(STAMP)
 
 clean:
 	rm -rf $(VENV) demo-out .bench
+
+# The decoders' fuzzing test (tests/fuzz/, a fixed derandomized half minute in `make test`) run
+# longer, on new random examples each time: FUZZ_EXAMPLES per target (10000: about 17 minutes on 2 cores).
+FUZZ_EXAMPLES ?= 10000
+.PHONY: fuzz
+fuzz: $(STAMP)
+	PIPEALGOS_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) PIPEALGOS_FUZZ_RANDOM=1 $(VPY) -m pytest -q -p no:cacheprovider tests/fuzz
