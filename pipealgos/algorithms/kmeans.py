@@ -55,6 +55,8 @@ import torch
 
 from pipealgos.io import DataError
 from pipealgos.io.minibatch import Features
+from pipealgos.io.mxnet_module import MODEL_FILE, ndarray_model, ndarray_model_or_none, require_finite
+from pipealgos.io.ndarray import write_ndarrays
 
 from .base import Params, TrainingContext, report_test_channel
 from .collectives import all_reduce
@@ -459,3 +461,29 @@ def _report_test(model: KMeansModel, params: Params, ctx: TrainingContext) -> No
     values = {"msd": ssd / count, "ssd": ssd}
     for metric in params.eval_metrics:
         ctx.report.quality("test", metric, values[metric])
+
+
+# ---------------------------------------------------------------------------------------------
+# SageMaker's format: model_algo-1 is an NDArray file, an unnamed list of one float32 array, the
+# centroids (algorithms.md §2). The real tarball also holds a state_<uuid> file, whose contents
+# are not established: it is ignored when read and not written.
+
+
+def to_sagemaker(arrays: dict[str, np.ndarray], hyperparameters: dict[str, Any]) -> dict[str, bytes]:
+    return {MODEL_FILE: write_ndarrays([arrays["centroids"].astype(np.float32)])}
+
+
+def is_sagemaker(files: dict[str, bytes]) -> bool:
+    saved = ndarray_model_or_none(files)
+    return isinstance(saved, list) and len(saved) == 1 and saved[0].ndim == 2
+
+
+def from_sagemaker(files: dict[str, bytes]) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    saved = ndarray_model(files)
+    if not is_sagemaker(files):
+        found = f"named arrays {sorted(saved)}" if isinstance(saved, dict) else \
+            f"a list of arrays of shapes {[a.shape for a in saved]}"
+        raise DataError(f"holds {found}, not k-means' list of one (k, feature_dim) array", source=MODEL_FILE,
+                        fix="name the model's algorithm if it is not k-means")
+    centroids = require_finite(saved[0], "centroids", MODEL_FILE)
+    return {"centroids": centroids}, {"feature_dim": centroids.shape[1], "k": centroids.shape[0]}

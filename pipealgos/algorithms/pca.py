@@ -28,6 +28,8 @@ import torch
 
 from pipealgos.io import DataError
 from pipealgos.io.minibatch import Features
+from pipealgos.io.mxnet_module import MODEL_FILE, ndarray_model, ndarray_model_or_none, require_finite
+from pipealgos.io.ndarray import write_ndarrays
 
 from .base import Params, TrainingContext, report_test_channel
 from .collectives import all_reduce
@@ -254,3 +256,41 @@ def _report_test(model: PCAModel, params: Params, ctx: TrainingContext) -> None:
         count += len(x)
     if count:
         ctx.report.quality("test", "reconstruction_error", total / count)
+
+
+# ---------------------------------------------------------------------------------------------
+# SageMaker's format: model_algo-1 is an NDArray file of named s, v and mean (algorithms.md §1)
+
+SAGEMAKER_ARRAYS = ("s", "v", "mean")
+
+
+def to_sagemaker(arrays: dict[str, np.ndarray], hyperparameters: dict[str, Any]) -> dict[str, bytes]:
+    """The files of SageMaker's ``model.tar.gz`` for this model: its arrays, same names and order."""
+    return {MODEL_FILE: write_ndarrays({name: arrays[name].astype(np.float32) for name in SAGEMAKER_ARRAYS
+                                        if name in arrays})}
+
+
+def is_sagemaker(files: dict[str, bytes]) -> bool:
+    saved = ndarray_model_or_none(files)
+    return isinstance(saved, dict) and {"s", "v"} <= set(saved) <= set(SAGEMAKER_ARRAYS)
+
+
+def from_sagemaker(files: dict[str, bytes]) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """Arrays and hyperparameters from SageMaker's PCA ``model_algo-1``. ``s`` may hold NaN (the
+    real container's smallest singular value can be the root of a slightly negative
+    eigenvalue): predictions use ``v`` and ``mean`` only, which must be finite."""
+    saved = ndarray_model(files)
+    if not is_sagemaker(files):
+        found = sorted(saved) if isinstance(saved, dict) else f"an unnamed list of {len(saved)} arrays"
+        raise DataError(f"holds {found}, not PCA's named arrays s, v and mean", source=MODEL_FILE,
+                        fix="name the model's algorithm if it is not PCA")
+    v = require_finite(saved["v"], "v", MODEL_FILE)
+    if v.ndim != 2 or saved["s"].shape != (v.shape[1],):
+        raise DataError(f"v has shape {v.shape} and s {saved['s'].shape}: expected (feature_dim, "
+                        "num_components) and (num_components,)", source=MODEL_FILE)
+    arrays = {"s": saved["s"].astype(np.float32), "v": v}
+    if "mean" in saved:
+        arrays["mean"] = require_finite(saved["mean"], "mean", MODEL_FILE)
+        if arrays["mean"].shape != (1, v.shape[0]):
+            raise DataError(f"mean has shape {arrays['mean'].shape}, expected (1, {v.shape[0]})", source=MODEL_FILE)
+    return arrays, {"feature_dim": v.shape[0], "num_components": v.shape[1], "subtract_mean": "mean" in saved}

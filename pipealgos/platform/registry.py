@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pipealgos.algorithms import factorization_machines, kmeans, linear_learner, pca
+from pipealgos.algorithms.linear_learner import sagemaker as linear_learner_sagemaker
 from pipealgos.algorithms import lda
 from pipealgos.algorithms import ntm
 
@@ -25,6 +26,7 @@ from .schemas import kmeans as kmeans_schema
 from .schemas import lda as lda_schema
 from .schemas import linear_learner as linear_learner_schema
 from .schemas import pca as pca_schema
+from .sagemaker_format import SageMakerFormat
 from .schemas import ntm as ntm_schema
 
 RECORDIO = "application/x-recordio-protobuf"
@@ -100,6 +102,8 @@ class AlgorithmSpec:
     max_hosts: int | None = None
     sparse_input: bool = False
     aliases: tuple[str, ...] = ()
+    # The layout of SageMaker's own model_algo-1 for this algorithm, when known (import, export, serve).
+    sagemaker_format: SageMakerFormat | None = None
 
     def channel(self, name: str) -> ChannelRule | None:
         return next((rule for rule in self.channels if rule.name == name), None)
@@ -128,6 +132,7 @@ ALGORITHMS: dict[str, AlgorithmSpec] = {
             sparse_input=True,
             conformance=Conformance({"feature_dim": "6", "num_components": "2", "mini_batch_size": "50"},
                                     planted="subspace", floor=0.95, randomised=False, minibatch_invariant=True),
+            sagemaker_format=SageMakerFormat(pca.to_sagemaker, pca.from_sagemaker, pca.is_sagemaker),
         ),
         AlgorithmSpec(
             name=kmeans.NAME,
@@ -141,6 +146,7 @@ ALGORITHMS: dict[str, AlgorithmSpec] = {
                                      "extra_center_factor": "4", "local_lloyd_num_trials": "2",
                                      "eval_metrics": '["msd", "ssd"]', "force_dense": "True"},
                                     planted="clusters", floor=0.9),
+            sagemaker_format=SageMakerFormat(kmeans.to_sagemaker, kmeans.from_sagemaker, kmeans.is_sagemaker),
         ),
         AlgorithmSpec(
             name=linear_learner.NAME,
@@ -158,6 +164,9 @@ ALGORITHMS: dict[str, AlgorithmSpec] = {
                                      "mini_batch_size": "50", "epochs": "3", "num_models": "4",
                                      "num_point_for_scaler": "100"},
                                     planted="labels", floor=0.9),
+            sagemaker_format=SageMakerFormat(linear_learner_sagemaker.to_sagemaker,
+                                             linear_learner_sagemaker.from_sagemaker,
+                                             linear_learner_sagemaker.is_sagemaker),
         ),
         AlgorithmSpec(
             name=factorization_machines.NAME,

@@ -9,6 +9,10 @@ every member checked first (tarfile's ``data`` filter, no links, at most
 temporary folder removed.
 
 The algorithm comes from the model's own manifest, so one image serves any pipealgos model.
+A folder (or archive) holding SageMaker's own ``model_algo-1`` and no manifest is a model
+trained by SageMaker's built-in container: it is read by
+:mod:`pipealgos.platform.sagemaker_artifact`, the algorithm named by ``PIPEALGOS_ALGORITHM``
+or found from the file's layout.
 """
 
 from __future__ import annotations
@@ -23,8 +27,10 @@ from typing import Any
 import numpy as np
 
 from pipealgos.io.minibatch import Features
+from pipealgos.io.mxnet_module import MODEL_FILE
 from pipealgos.platform.model_store import MANIFEST, ModelFormatError, StoredModel, load_model
 from pipealgos.platform.registry import AlgorithmSpec, get_algorithm
+from pipealgos.platform.sagemaker_artifact import is_sagemaker_model_dir, load_sagemaker_model
 
 from .settings import max_extracted_model_bytes
 
@@ -73,35 +79,54 @@ class ServedModel:
         return result, keys
 
 
-def load_served_model(model_dir: Path) -> ServedModel:
-    """Load the model in ``model_dir`` (extracting ``model.tar.gz`` when there is no manifest)."""
-    model_dir = Path(model_dir)
-    stored = _load_stored(model_dir)
+def load_served_model(model_dir: Path, algorithm: str | None = None) -> ServedModel:
+    """Load the model in ``model_dir`` (extracting ``model.tar.gz`` when there is no manifest).
+    ``algorithm`` names the algorithm of a SageMaker model (default: ``PIPEALGOS_ALGORITHM``,
+    else found from its layout); our own models name theirs."""
+    stored = load_stored_model(Path(model_dir), algorithm)
     spec = get_algorithm(stored.algorithm)
     model = spec.model_type.from_arrays(stored.arrays, stored.resolved_hyperparameters)
     return ServedModel(spec, model)
 
 
-def _load_stored(model_dir: Path) -> StoredModel:
-    if (model_dir / MANIFEST).exists() or not (model_dir / ARCHIVE).exists():
-        return load_model(model_dir)
+def load_stored_model(path: Path, algorithm: str | None = None) -> StoredModel:
+    """The model at ``path``: a folder holding ours (``manifest.json``) or SageMaker's
+    (``model_algo-1``), either of them packed as ``model.tar.gz`` in the folder, or the path of
+    such an archive itself."""
+    if path.is_file():
+        return _load_archive(path, algorithm)
+    if is_sagemaker_model_dir(path):
+        return load_sagemaker_model(path, algorithm)
+    if (path / MANIFEST).exists() or not (path / ARCHIVE).exists():
+        return load_model(path)
+    return _load_archive(path / ARCHIVE, algorithm)
+
+
+def _load_archive(archive: Path, algorithm: str | None) -> StoredModel:
     scratch = Path(tempfile.mkdtemp(prefix="pipealgos-model-"))
     try:
-        extract_archive(model_dir / ARCHIVE, scratch, max_extracted_model_bytes())
-        return load_model(_manifest_folder(scratch, model_dir / ARCHIVE))
+        extract_archive(archive, scratch, max_extracted_model_bytes())
+        folder = _model_folder(scratch, archive)
+        if (folder / MANIFEST).exists():
+            return load_model(folder)
+        return load_sagemaker_model(folder, algorithm, source=archive)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
 
 
-def _manifest_folder(root: Path, archive: Path) -> Path:
-    """The archive's top level, or its single top-level folder, must hold the manifest."""
-    if (root / MANIFEST).exists():
+def _model_folder(root: Path, archive: Path) -> Path:
+    """The archive's top level, or its single top-level folder, must hold the manifest (ours) or
+    ``model_algo-1`` (SageMaker's)."""
+    def holds_model(folder: Path) -> bool:
+        return (folder / MANIFEST).exists() or (folder / MODEL_FILE).is_file()
+
+    if holds_model(root):
         return root
     entries = list(root.iterdir())
-    if len(entries) == 1 and (entries[0] / MANIFEST).exists():
+    if len(entries) == 1 and entries[0].is_dir() and holds_model(entries[0]):
         return entries[0]
-    raise ModelFormatError(f"{archive} holds no {MANIFEST} at its top level: not a pipealgos model archive "
-                           "(create it with `tar -czf model.tar.gz -C model .`)")
+    raise ModelFormatError(f"{archive} holds no {MANIFEST} at its top level, nor SageMaker's {MODEL_FILE}: not a "
+                           "model archive (create it with `tar -czf model.tar.gz -C model .`)")
 
 
 def extract_archive(archive: Path, destination: Path, max_bytes: int) -> None:
