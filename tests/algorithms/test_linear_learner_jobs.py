@@ -155,6 +155,18 @@ def test_sparse_records_train_the_dense_model(tmp_path):
     np.testing.assert_allclose(sparse.model().weight, dense.model().weight, rtol=1e-5, atol=1e-6)
 
 
+def test_a_width_that_cannot_fit_in_memory_is_a_client_error(tmp_path):
+    """feature_dim=auto takes the width the records declare; a sparse record may declare up to
+    2**31 - 1 features, whose dense minibatches no machine holds: refused naming the width."""
+    import scipy.sparse as sp
+
+    x = sp.csr_matrix(([1.0, 2.0], ([0, 1], [3, 7])), shape=(2, 2**31 - 1), dtype=np.float32)
+    job = run_job(tmp_path, {k: v for k, v in HP.items() if k != "feature_dim"}, {"train": (x, np.array([0, 1.0]))})
+    assert job.status == 1, job.failure
+    assert "a width of 2147483647 features, declared by the data (feature_dim=auto)" in job.failure
+    assert "Set feature_dim to the data's real width" in job.failure
+
+
 def test_unlabelled_records_fail_the_job(tmp_path):
     x = np.ones((30, 2), dtype=np.float32)
     job = run_job(tmp_path, {**HP, "feature_dim": 2}, {"train": (x, None)})

@@ -39,8 +39,8 @@ The objective is the mean data loss, without the wd / l1 terms.
 from __future__ import annotations
 
 import dataclasses
-
 import itertools
+import os
 import time
 from collections.abc import Iterator
 
@@ -138,6 +138,7 @@ class _Job:
         if d == 0:
             raise DataError("the train channel holds no records", channel="train",
                             fix="Provide at least one labelled record")
+        self._check_memory(d)
         self.feature_dim = d
         sums = sample_sums(sample, d)
         counts = self._class_counts(sample)
@@ -165,6 +166,20 @@ class _Job:
             r.momentum, r.beta_1, r.beta_2, r.bias_lr_mult, r.bias_wd_mult, p.use_bias, p.use_lr_scheduler,
             r.lr_scheduler_step, r.lr_scheduler_factor, r.lr_scheduler_minimum_lr))
         self.sample = sample
+
+    def _check_memory(self, d: int) -> None:
+        """Refuse a width whose dense minibatches and model state cannot fit in free memory
+        (a sparse record may declare up to 2**31 - 1 features: with ``feature_dim=auto`` that
+        would otherwise end in an allocation failure deep inside torch)."""
+        state = 6 * self.models * self.outputs  # weights, best snapshot, gradient, optimizer moments
+        need = 4 * d * (self.p.mini_batch_size * _FETCH + state)
+        free = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES")
+        if need > free:
+            origin = "declared by the data (feature_dim=auto)" if self.r.feature_dim is None else "set by feature_dim"
+            raise DataError(f"a width of {d} features, {origin}, needs about {need / 2**30:.1f} GiB for dense "
+                            f"minibatches and {self.models} model(s), but {free / 2**30:.1f} GiB are free",
+                            channel="train", fix="Set feature_dim to the data's real width, or lower "
+                            "mini_batch_size or num_models")
 
     def _class_counts(self, sample: Minibatch | None) -> np.ndarray:
         if self.r.predictor_type == "regressor":
