@@ -1,7 +1,8 @@
 """Random cut forest: the reservoir, the trees, the score's definition, and the RCF library.
 
-The vectorised score is checked against a plain per-point, per-tree walk written from the
-RCF library's ``ScalarScoreVisitor`` (the definition), and the whole method against
+Both score implementations (numpy, and the compiled kernel where it is built) are checked
+against a plain per-point, per-tree walk written from the RCF library's
+``ScalarScoreVisitor`` (the definition) and against each other, and the whole method against
 ``krcf`` (Python bindings of AWS's Rust RCF) on a small shingled series with planted
 anomalies: same trees x samples, all points inserted, then every point scored.
 """
@@ -16,8 +17,23 @@ import scipy.sparse as sp
 from scipy.stats import spearmanr
 from sklearn.metrics import roc_auc_score
 
+from pipealgos.algorithms.random_cut_forest import forest as forest_module
 from pipealgos.algorithms.random_cut_forest.forest import Forest, build_forest
 from pipealgos.algorithms.random_cut_forest.sampling import Reservoir, merge_reservoirs, tree_samples
+
+
+KERNEL_BUILT = forest_module._score_kernel is not None
+IMPLEMENTATIONS = [
+    "numpy",
+    pytest.param("c", marks=pytest.mark.skipif(not KERNEL_BUILT, reason="the RCF score kernel is not built")),
+]
+
+
+@pytest.fixture(params=IMPLEMENTATIONS)
+def implementation(request, monkeypatch):
+    """Runs the test with each score implementation (the compiled kernel where it is built)."""
+    monkeypatch.setattr(forest_module, "implementation", request.param)
+    return request.param
 
 
 def _forest(points: np.ndarray, trees: int, per_tree: int, seed: int) -> Forest:
@@ -141,7 +157,7 @@ def test_a_cut_between_adjacent_float32_values_leaves_both_sides_non_empty():
         assert forest.cut_value[0] == low
 
 
-def test_identical_points_make_one_leaf_holding_their_mass():
+def test_identical_points_make_one_leaf_holding_their_mass(implementation):
     forest = _forest(np.ones((8, 3), np.float32), 2, 4, seed=0)
     assert len(forest.mass) == 2 and list(forest.mass) == [4, 4]
     # A duplicate of the leaf's point: (1 - m/2N)/(0 + log2(m+1)) x log2(N+1), with m = N = 4.
@@ -151,7 +167,7 @@ def test_identical_points_make_one_leaf_holding_their_mass():
 # --- the score -------------------------------------------------------------------------------
 
 
-def test_vectorised_score_equals_the_library_definition():
+def test_score_equals_the_library_definition(implementation):
     rng = np.random.default_rng(3)
     points = rng.normal(size=(400, 4)).astype(np.float32)
     points[:5] = points[5]
@@ -161,14 +177,26 @@ def test_vectorised_score_equals_the_library_definition():
     np.testing.assert_allclose(forest.score(queries), expected, rtol=1e-5)
 
 
-def test_two_seeds_give_different_forests_and_one_seed_the_same():
+def test_both_implementations_give_the_same_scores(monkeypatch):
+    if not KERNEL_BUILT:
+        pytest.skip("the RCF score kernel is not built")
+    rng = np.random.default_rng(4)
+    points = rng.normal(size=(2000, 37)).astype(np.float32)  # 37: the partial sums and a tail
+    forest = _forest(points, 20, 128, seed=2)
+    queries = np.concatenate([points[:300], rng.normal(size=(300, 37)).astype(np.float32) * 2])
+    compiled = forest.score(queries)
+    monkeypatch.setattr(forest_module, "implementation", "numpy")
+    np.testing.assert_allclose(forest.score(queries), compiled, rtol=1e-6)
+
+
+def test_two_seeds_give_different_forests_and_one_seed_the_same(implementation):
     points, _ = _series_with_anomalies(400)
     a, b, c = (_forest(points, 10, 32, seed).score(points) for seed in (1, 2, 1))
     assert np.array_equal(a, c)
     assert not np.allclose(a, b)
 
 
-def test_planted_anomalies_rank_like_the_rcf_library():
+def test_planted_anomalies_rank_like_the_rcf_library(implementation):
     krcf = pytest.importorskip("krcf")
     points, labels = _series_with_anomalies()
     trees, per_tree = 100, 128

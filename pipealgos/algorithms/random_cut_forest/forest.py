@@ -26,9 +26,19 @@ grown box separates x; score <- p/(h'+1) + (1-p)·score. When p = 0 (x inside B)
 stops: every box above contains B. The tree's score is multiplied by log2(N+1) and the
 forest's score is the mean over trees.
 
-The walk is vectorised over (point, tree) pairs: one array step per tree level going down
-(scalar comparisons), one per level going up over the pairs still walking (box gathers);
-points are scored in chunks so that the pairs' working set stays in cache.
+Two implementations of the same arithmetic (``implementation`` says which one runs):
+
+* ``"c"``: the compiled kernel ``_score_kernel.c`` (built by ``setup.py`` where a C compiler
+  is present) walks each (point, tree) pair down and up, tree by tree, so that the tree's
+  boxes stay in cache while every point of the request walks it.
+* ``"numpy"``: vectorised over (point, tree) pairs: one array step per tree level going down
+  (scalar comparisons), then one per level going up over the pairs still walking (box
+  gathers); points are scored in chunks so that the pairs' working set stays in cache.
+  About 3x slower on one core (``benchmarks/rcf.py``).
+
+Both sum a box distance in float32 in numpy's order (8 strided partial sums), so they give
+the same scores (the kernel adds the trees up one by one, numpy pairwise: the float32
+results may differ in the last place).
 """
 
 from __future__ import annotations
@@ -37,7 +47,15 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-ARRAY_NAMES = ("tree_root", "cut_dimension", "cut_value", "left_child", "right_child", "mass", "box_min", "box_max")
+try:  # built by setup.py where a C compiler is present; else the numpy version (same scores)
+    from . import _score_kernel
+except ImportError:
+    _score_kernel = None
+
+implementation = "numpy" if _score_kernel is None else "c"  # tests set "numpy" to run the numpy version
+ARRAY_DTYPES = {"tree_root": np.int32, "cut_dimension": np.int32, "cut_value": np.float32, "left_child": np.int32,
+                "right_child": np.int32, "mass": np.int32, "box_min": np.float32, "box_max": np.float32}
+ARRAY_NAMES = tuple(ARRAY_DTYPES)  # the model's stored arrays
 POINTS_PER_CHUNK = 256  # points scored together: 256 x 100 trees of 48-float boxes stay in L2/L3
 
 
@@ -62,6 +80,8 @@ class Forest:
     max_depth: int = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
+        for name, dtype in ARRAY_DTYPES.items():  # a model file's arrays, whatever it stored
+            setattr(self, name, np.ascontiguousarray(getattr(self, name), dtype=dtype))
         self.derive()
 
     @property
@@ -101,6 +121,12 @@ class Forest:
 
     def score(self, x: np.ndarray) -> np.ndarray:
         """The forest's anomaly score of each row of ``x`` (float32, finite, feature_dim wide)."""
+        x = np.ascontiguousarray(x, dtype=np.float32)
+        if implementation == "c":
+            total = np.empty(len(x), dtype=np.float64)
+            _score_kernel.score(x, total, self.tree_root, self.cut_dimension, self.cut_value, self.left_child,
+                                self.right_child, self.mass, self.boxes, self.parent, self.extent_sum, self.depth)
+            return (total / self.num_trees).astype(np.float32)
         scores = np.empty(len(x), dtype=np.float64)
         for start in range(0, len(x), POINTS_PER_CHUNK):
             chunk = x[start : start + POINTS_PER_CHUNK]
@@ -126,7 +152,14 @@ class Forest:
         point = np.repeat(np.arange(len(x)), self.num_trees)
         tree_mass = np.tile(self.tree_mass, len(x))
         score, walking = self._leaf_scores(x, point, leaf, tree_mass)
-        pair, node = np.flatnonzero(walking), leaf[walking]
+        self._walk_up(x, point, np.flatnonzero(walking), leaf[walking], score)
+        score *= np.log2(tree_mass + 1.0)
+        return score.reshape(len(x), self.num_trees).mean(axis=1)
+
+    def _walk_up(self, x: np.ndarray, point: np.ndarray, pair: np.ndarray, node: np.ndarray,
+                 score: np.ndarray) -> None:
+        """Update ``score[pair]`` going up from each pair's leaf ``node`` (module docstring), one
+        tree level at a time for all pairs still walking."""
         while len(pair):
             node = self.parent[node]
             keep = node >= 0
@@ -136,8 +169,6 @@ class Forest:
             pair, node, growth = pair[outside], node[outside], growth[outside]
             separation = growth / (self.extent_sum[node] + growth)
             score[pair] = separation / (self.depth[node] + 1.0) + (1.0 - separation) * score[pair]
-        score *= np.log2(tree_mass + 1.0)
-        return score.reshape(len(x), self.num_trees).mean(axis=1)
 
     def _box_growth(self, rows: np.ndarray, node: np.ndarray) -> np.ndarray:
         """Σ_d distance from each row to its node's box (0 inside): by how much the box's summed
