@@ -155,7 +155,7 @@ def test_a_stopped_host_is_reported_not_the_peer_that_timed_out(s3env, tmp_path)
     uri = upload_parts(s3env, "frozen-peer", [dense_bytes(RNG.normal(size=(100, 6))) for _ in range(4)])
     request = pca_request("frozen-peer", uri, str(tmp_path / "out"), mode="Pipe", hosts=2,
                           distribution="ShardedByS3Key")
-    request["Environment"] = {"PIPEALGOS_COLLECTIVE_TIMEOUT": "10"}
+    request["Environment"] = {"PIPEALGOS_COLLECTIVE_TIMEOUT": "5"}
     run = JobRun(parse_job(request), options())
     job = Background(run)
     job.wait_until(lambda: "algo-2" in run.hosts)
@@ -165,7 +165,7 @@ def test_a_stopped_host_is_reported_not_the_peer_that_timed_out(s3env, tmp_path)
     assert result.status == "Failed" and result.failed_host == "algo-2", result.failure
     assert "host algo-2 stopped answering" in result.failure and "algo-1 reported:" in result.failure
     assert result.summary["ExitCodes"]["algo-2"] == -signal.SIGKILL
-    assert time.monotonic() - stopped_at < 10 + 30  # the collective timeout plus startup, not the failure grace
+    assert time.monotonic() - stopped_at < 5 + 30  # the collective timeout plus startup, not the failure grace
 
 
 def test_a_stalled_server_is_reported_as_a_stall_within_the_set_limits(own_seaweed, monkeypatch, tmp_path):

@@ -209,12 +209,11 @@ class JobRun:
         Hosts that run get SIGTERM, then SIGKILL ``interrupt_grace`` seconds later; a second
         request kills them at once. Before any host started, the preparation is abandoned
         (:class:`StopRequested` is raised here, in the main thread, which is running it)."""
+        # Nothing here may take a lock: the main thread may hold it where the signal came in.
         if self._stop_reason is not None:
             self._stop_now = True
             return
         self._stop_reason = reason
-        self.display.note(f"{reason}: stopping the job (SIGTERM to every host, SIGKILL after "
-                          f"{self.options.interrupt_grace:g} s; again to kill at once)")
         if self._preparing:
             raise StopRequested(reason)
 
@@ -243,7 +242,8 @@ class JobRun:
                 roots = self._prepare(job_dir, disk)
                 if self.failure is None:
                     stop = self._run_hosts(roots, job_dir)
-            except StopRequested:
+            except StopRequested as exc:
+                self.display.note(f"{exc}: stopping the job before any host started")
                 stop = "Stopped"
         finally:
             for feeder in self.feeders:
@@ -300,6 +300,8 @@ class JobRun:
                     self._fail(*self._blame(host, proc))
             if stop is None and self._stop_reason is not None:
                 stop, kill_at = "Stopped", now + self.options.interrupt_grace
+                self.display.note(f"{self._stop_reason}: stopping the job (SIGTERM to every host, SIGKILL after "
+                                  f"{self.options.interrupt_grace:g} s; again to kill at once)")
                 self._terminate_hosts()
             if stop is None and deadline is not None and now >= deadline:
                 stop, kill_at = "MaxRuntimeExceeded", now + self.options.stop_grace
