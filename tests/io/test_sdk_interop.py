@@ -7,13 +7,12 @@ import io
 import numpy as np
 import pytest
 import scipy.sparse as sp
+from sagemaker.amazon import common
 
 from pipealgos.io.minibatch import concat
 from pipealgos.io.protobuf import RecordDecoder
 from pipealgos.io.stream import decode_stream
 from pipealgos.io.writer import write_dense, write_sparse
-
-common = pytest.importorskip("sagemaker.amazon.common")
 
 RNG = np.random.default_rng(7)
 DENSE_INPUTS = {
