@@ -35,7 +35,6 @@ from typing import Any
 from ..hyperparameters import HyperparameterError
 from ..registry import UnknownAlgorithm, get_algorithm
 
-INPUT_MODES = ("File", "Pipe", "FastFile")
 MAX_HOSTS = 64
 GENERIC_IMAGE = "pipealgos"
 ALGORITHM_ENV = "PIPEALGOS_ALGORITHM"
