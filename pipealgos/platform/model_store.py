@@ -53,11 +53,14 @@ class StoredModel:
 
 
 def save_model(model_dir: Path, algorithm: str, hyperparameters: dict[str, Any], arrays: dict[str, np.ndarray],
-               resolved: dict[str, Any] | None = None, feature_dim: int | None = None) -> Path:
+               resolved: dict[str, Any] | None = None, feature_dim: int | None = None,
+               extra_files: dict[str, bytes] | None = None) -> Path:
     """Write the model; only the leader host calls this. ``resolved`` holds what each ``auto``
     became (merged over ``hyperparameters``); ``feature_dim`` is the model's input width. The
     arrays file is always ``model_algo-1.npz``, as the built-ins' ``model_algo-1``, whatever the
-    leader's host name (SDK local mode names hosts ``algo-1-<random>``)."""
+    leader's host name (SDK local mode names hosts ``algo-1-<random>``). ``extra_files`` (name ->
+    bytes, such as SageMaker's own ``model_algo-1``) are written beside it, moved into place
+    before the manifest like the arrays."""
     model_dir.mkdir(parents=True, exist_ok=True)
     arrays_name = ARRAYS_FILE
     manifest = {
@@ -74,12 +77,18 @@ def save_model(model_dir: Path, algorithm: str, hyperparameters: dict[str, Any],
     staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=model_dir))
     try:
         np.savez(staging / arrays_name, **arrays)
+        for name, payload in (extra_files or {}).items():
+            (staging / name).write_bytes(payload)
         (staging / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
-        os.replace(staging / arrays_name, model_dir / arrays_name)
+        moved = []
         try:
+            for name in [arrays_name, *(extra_files or {})]:
+                os.replace(staging / name, model_dir / name)
+                moved.append(name)
             os.replace(staging / MANIFEST, model_dir / MANIFEST)
-        except BaseException:  # SIGTERM between the two moves: no arrays without a manifest
-            (model_dir / arrays_name).unlink(missing_ok=True)
+        except BaseException:  # SIGTERM between the moves: no arrays without a manifest
+            for name in moved:
+                (model_dir / name).unlink(missing_ok=True)
             raise
     finally:
         shutil.rmtree(staging, ignore_errors=True)

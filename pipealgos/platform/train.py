@@ -33,6 +33,7 @@ from .hyperparameters import HyperparameterError
 from .metrics import MetricsReporter
 from .model_store import save_model
 from .registry import UnknownAlgorithm, get_algorithm
+from .sagemaker_artifact import sagemaker_format_requested
 
 EXIT_CLIENT_ERROR = 1  # bad input, configuration or hyperparameters
 EXIT_ALGORITHM_ERROR = 2  # a bug or an environment failure
@@ -81,6 +82,7 @@ def run_training(ml: MLRoot, algorithm: str | None = None) -> int:
         values = spec.schema.parse(raw)
         configs = read_input_data_config(ml)
         check_channels(spec, configs)
+        also_sagemaker = sagemaker_format_requested(spec)  # PIPEALGOS_MODEL_FORMAT=sagemaker
         if spec.max_hosts is not None and len(resources.hosts) > spec.max_hosts:
             raise ConfigError(f"{spec.name} trains on at most {spec.max_hosts} host(s); the job has "
                               f"{len(resources.hosts)}: set InstanceCount to {spec.max_hosts}")
@@ -99,8 +101,9 @@ def run_training(ml: MLRoot, algorithm: str | None = None) -> int:
         if topo.is_leader:
             arrays = model.to_arrays()
             _check_finite(arrays, spec.name)
+            sagemaker_files = spec.sagemaker_format.export(arrays, {**values, **ctx.resolved}) if also_sagemaker else None
             save_model(ml.model_dir, spec.name, values, arrays, resolved=ctx.resolved,
-                       feature_dim=int(model.feature_dim))
+                       feature_dim=int(model.feature_dim), extra_files=sagemaker_files)
         report.info(f"training finished in {time.time() - started:.1f} s")
         shutdown_distributed()
         return 0
