@@ -5,15 +5,23 @@ SageMaker does not document its FM optimiser. Its knobs are MXNet optimiser argu
 adaptive optimisers it is the one whose only extra knob is ``eps``: AdaGrad. AdaGrad is also
 what sparse FM trainers use (libFM's adaptive SGD, xLearn), because a feature seen rarely keeps
 a large step while frequent ones slow down, and its state is one accumulator per parameter
-(Adam's would be two). The update is MXNet's, per parameter::
+(Adam's would be two). The update, per parameter::
 
-    g = clip(rescale_grad * grad, ±clip_gradient)
+    g = clip(rescale_grad * grad + wd * w, ±clip_gradient)
     h += g²
-    w -= lr * (g / sqrt(h + eps) + wd * w)
+    w -= lr * g / sqrt(h + eps)
+
+The weight decay is part of the gradient AdaGrad scales (an L2 term of the objective), not
+MXNet AdaGrad's decoupled ``w -= lr * wd * w``: with AdaGrad's steps shrinking as ``h`` grows,
+a decoupled decay ends up dominating them and pulls every weight towards zero the longer a job
+runs (on MovieLens-100k test RMSE went from 0.917 after 5 epochs to 0.956 after 40, and rose
+with every increase of wd). Coupled, the weights settle at the regularised optimum (0.900 after
+10 and after 20 epochs).
 
 Only the rows of features present in the minibatch are updated (their weight decay included):
-a row's gradient is zero elsewhere, so AdaGrad's step is exactly zero there, and decaying only
-present features is the usual FM regularisation (Rendle 2012). The bias is always present.
+a row's data gradient is zero elsewhere, and decaying only present features is the usual FM
+regularisation (Rendle 2012). It makes ``*_wd`` per minibatch in which a feature appears, so
+useful values are small (1e-4 .. 1e-3 at mini_batch_size 200). The bias is always present.
 """
 
 from __future__ import annotations
@@ -49,18 +57,19 @@ class TouchedRowsAdaGrad:
         self.lr = torch.tensor([s.linear_lr] + [s.factors_lr] * k, dtype=table.dtype, device=table.device)
         self.wd = torch.tensor([s.linear_wd] + [s.factors_wd] * k, dtype=table.dtype, device=table.device)
 
-    def _direction(self, grad: torch.Tensor, history: torch.Tensor, rescale: float) -> torch.Tensor:
-        """g / sqrt(h + eps) after rescaling and clipping; updates ``history`` in place."""
-        grad = grad * rescale
+    def _step(self, weights: torch.Tensor, grad: torch.Tensor, history: torch.Tensor, rescale: float,
+              lr, wd) -> None:
+        """One AdaGrad step on ``weights`` and ``history`` (both updated in place)."""
+        grad = grad * rescale + wd * weights
         if self.s.clip_gradient is not None:
             grad = grad.clamp(-self.s.clip_gradient, self.s.clip_gradient)
         history += grad * grad
-        return grad / torch.sqrt(history + self.s.eps)
+        weights -= lr * grad / torch.sqrt(history + self.s.eps)
 
     def step(self, bias: torch.Tensor, table: torch.Tensor, bias_grad: torch.Tensor, touched: torch.Tensor,
              grad: torch.Tensor, rescale: float) -> None:
-        bias -= self.s.bias_lr * (self._direction(bias_grad, self.bias_history, rescale) + self.s.bias_wd * bias)
+        self._step(bias, bias_grad, self.bias_history, rescale, self.s.bias_lr, self.s.bias_wd)
         rows, history = table[touched], self.history[touched]
-        rows -= self.lr * (self._direction(grad, history, rescale) + self.wd * rows)
+        self._step(rows, grad, history, rescale, self.lr, self.wd)
         table[touched] = rows
         self.history[touched] = history
