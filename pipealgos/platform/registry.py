@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pipealgos.algorithms import factorization_machines, kmeans, linear_learner, pca
+from pipealgos.algorithms.lda import sagemaker as lda_sagemaker
 from pipealgos.algorithms.linear_learner import sagemaker as linear_learner_sagemaker
 from pipealgos.algorithms import lda
 from pipealgos.algorithms import ntm
@@ -198,6 +199,8 @@ ALGORITHMS: dict[str, AlgorithmSpec] = {
             conformance=Conformance({"feature_dim": "30", "num_topics": "3", "mini_batch_size": "50", "alpha0": "0.1",
                                      "max_restarts": "3", "max_iterations": "200"},
                                     planted="topics", floor=0.9, minibatch_invariant=True),
+            sagemaker_format=SageMakerFormat(lda_sagemaker.to_sagemaker, lda_sagemaker.from_sagemaker,
+                                             lda_sagemaker.is_sagemaker),
         ),
         AlgorithmSpec(
             name=ntm.NAME,

@@ -15,7 +15,7 @@ import pytest
 from sagemaker_models import (kmeans_files, linear_learner_files, linear_learner_reference, pca_files,
                               real_pca_model_file, sigmoid, write_folder)
 
-from pipealgos.io.ndarray import read_ndarrays
+from pipealgos.io.ndarray import read_ndarrays, write_ndarrays
 from pipealgos.platform.registry import get_algorithm
 from pipealgos.platform.sagemaker_artifact import export_files, load_sagemaker_model
 from pipealgos.platform.sagemaker_format import SageMakerModelError
@@ -207,3 +207,19 @@ def test_linear_learner_symbol_is_an_mxnet_graph_of_the_linear_model():
     assert isinstance(graph["attrs"]["mxnet_version"][1], int)
     # Each parameter of the graph has its array, under the Module's arg: prefix.
     assert {f"arg:{nodes[i]['name']}" for i in graph["arg_nodes"][1:]} == set(params)
+
+
+def test_lda_list_of_alpha_and_beta_round_trips_and_is_told_from_kmeans(tmp_path):
+    alpha = np.array([0.5, 0.2, 0.1], np.float32)
+    beta = RNG.dirichlet(np.ones(8), size=3).astype(np.float32)
+    folder = write_folder(tmp_path / "model", {"model_algo-1": write_ndarrays([alpha, beta])})
+    stored = load_sagemaker_model(folder)
+    assert stored.algorithm == "lda" and stored.hyperparameters == {"feature_dim": 8, "num_topics": 3}
+    np.testing.assert_array_equal(stored.arrays["beta"], beta)
+    exported = read_ndarrays(export_files(stored)["model_algo-1"])
+    assert isinstance(exported, list) and [a.shape for a in exported] == [(3,), (3, 8)]
+    np.testing.assert_array_equal(exported[0], alpha)
+    counts = np.zeros((2, 8))
+    counts[0, :3], counts[1, 5:] = 4, 4
+    mixtures = _predict(stored, counts)["topic_mixture"]
+    assert mixtures.shape == (2, 3) and np.allclose(mixtures.sum(axis=1), 1, atol=1e-5)
