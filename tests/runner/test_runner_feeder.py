@@ -143,17 +143,21 @@ def test_reader_closing_early_ends_the_epoch_cleanly(tmp_path):
 
 
 def test_a_failing_object_is_reported_before_the_fifo_closes(tmp_path):
+    """While ``on_failure`` runs (the runner kills the host there) the FIFO must still be open:
+    the reader, blocked in read(), gets no EOF however long the handler takes. A feeder that
+    closed the FIFO first would hand the reader its EOF during the wait below."""
     objects = make_objects(tmp_path / "src", [1000, 1000, 1000])
     store = ProbedStore(fail_uri=objects[1].uri)
-    reader_saw_eof_before_failure = []
+    eof = threading.Event()
+    eof_during_failure = []
     result = {}
 
     def reader():
         result["data"] = read_fifo(data_dir / "train_0")
-        reader_saw_eof_before_failure.append(not failures)
+        eof.set()
 
     def on_failure(message):
-        time.sleep(0.3)  # the runner kills the host here; the reader must still be waiting
+        eof_during_failure.append(eof.wait(0.5))
 
     data_dir = tmp_path / "data"
     data_dir.mkdir()
@@ -163,7 +167,8 @@ def test_a_failing_object_is_reported_before_the_fifo_closes(tmp_path):
                                        options=FeedOptions(retry=RetryPolicy(attempts=3, backoff=0.01)))
     feeder.join(10)
     thread.join(10)
-    assert reader_saw_eof_before_failure == [False]
+    assert eof_during_failure == [False]
+    assert eof.is_set(), "the FIFO is closed once the failure is handled"
     assert len(failures) == 1 and objects[1].uri in failures[0] and "after 3 attempts" in failures[0]
     assert "channel 'train' on algo-1, epoch 0" in failures[0]
     assert result["data"] == Path(objects[0].uri).read_bytes()
