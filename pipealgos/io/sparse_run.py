@@ -27,12 +27,11 @@ Two implementations do exactly this; :data:`implementation` says which one is us
   per record and advance field by field; the packed values and keys of all records are cut
   out with one mask each (built by ``np.repeat`` over gap/segment lengths) and the keys'
   varints decoded for all records together. It reaches ~5-8x the SDK path on sparse data,
-  short of issue 2's 10x goal, and a leaner numpy formulation was judged unable to close the
-  gap: with ~3 bytes per key and ~50 keys per record, each whole-array pass over the bytes or
-  the key positions costs a quarter to a third of the ~90 ms that 10x the SDK's ~24 MB/s
-  allows for a 22 MB buffer (measured: ``flatnonzero(buf < 0x80)`` 24 ms, a ``diff`` of its
-  10 M positions 29 ms, gathering 3 M key words 35 ms), and locating, gathering and decoding
-  the varints takes several such passes.
+  ~5x slower than the kernel: with ~3 bytes per key and ~50 keys per record, each
+  whole-array pass over the bytes or the key positions is expensive (measured on a 22 MB
+  buffer: ``flatnonzero(buf < 0x80)`` 24 ms, a ``diff`` of its 10 M positions 29 ms,
+  gathering 3 M key words 35 ms), and locating, gathering and decoding the varints takes
+  several such passes, which is why the compiled kernel exists.
 """
 
 from __future__ import annotations
