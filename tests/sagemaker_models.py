@@ -75,3 +75,40 @@ def linear_learner_reference(x: np.ndarray, weight: np.ndarray, bias: np.ndarray
         return {"score": exp / exp.sum(axis=1, keepdims=True), "predicted_label": margin.argmax(axis=1)}
     score = sigmoid(margin[:, 0]) if loss == "logistic" else margin[:, 0]
     return {"score": score, "predicted_label": (score > threshold).astype(np.float64)}
+
+
+def ntm_files(arrays: dict[str, np.ndarray], activation: str) -> dict[str, bytes]:
+    """An NTM zip: params as an NDArray dict of arg: names, meta.json with string parameters."""
+    meta = {"training_parameters": {"encoder_layers_activation": activation, "num_topics": "3"}, "version": "1",
+            "epoch_number": 7}
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        archive.writestr("meta.json", json.dumps(meta))
+        archive.writestr("symbol.json", json.dumps({"nodes": [], "arg_nodes": [], "heads": []}))
+        archive.writestr("params", write_ndarrays({f"arg:{name}": array.astype(np.float32)
+                                                   for name, array in arrays.items()}))
+    return {"model_algo-1": buffer.getvalue()}
+
+
+def ntm_arrays(vocabulary: int, topics: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
+    """encoder_layers=auto: FC(3k), FC(2k), mean and logsigma FC(k), projection FC(vocabulary)."""
+    widths = [vocabulary, 3 * topics, 2 * topics]
+    arrays = {}
+    for index in range(2):
+        arrays[f"enc_{index}_weight"] = rng.normal(size=(widths[index + 1], widths[index])) * 0.5
+        arrays[f"enc_{index}_bias"] = rng.normal(size=widths[index + 1]) * 0.1
+    for name in ("mean", "logsigma"):
+        arrays[f"{name}_weight"], arrays[f"{name}_bias"] = rng.normal(size=(topics, widths[2])), rng.normal(size=topics)
+    arrays["projection_weight"] = rng.normal(size=(vocabulary, topics))
+    arrays["projection_bias"] = rng.normal(size=vocabulary)
+    return arrays
+
+
+def ntm_topic_weights(x: np.ndarray, arrays: dict[str, np.ndarray]) -> np.ndarray:
+    """softmax(relu(mean)) of the sigmoid encoder: the inference statistic pipealgos answers with."""
+    h = x
+    for index in range(2):
+        h = sigmoid(h @ arrays[f"enc_{index}_weight"].T + arrays[f"enc_{index}_bias"])
+    mu = np.maximum(h @ arrays["mean_weight"].T + arrays["mean_bias"], 0)
+    exp = np.exp(mu - mu.max(axis=1, keepdims=True))
+    return exp / exp.sum(axis=1, keepdims=True)

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .errors import DataError
-from .ndarray import read_ndarrays
+from .ndarray import read_ndarrays, write_ndarrays
 
 MODEL_FILE = "model_algo-1"
 ZIP_MAGIC = b"PK\x03\x04"
@@ -161,8 +161,8 @@ class Node:
     attrs: dict[str, str] = field(default_factory=dict)
 
 
-def symbol_json(nodes: list[Node], head: int) -> str:
-    """The symbol graph of ``nodes`` (in topological order) whose output is node ``head``."""
+def symbol_json(nodes: list[Node], heads: list[int]) -> str:
+    """The symbol graph of ``nodes`` (in topological order) whose outputs are nodes ``heads``."""
     for index, node in enumerate(nodes):
         if any(not 0 <= i < index for i in node.inputs):
             raise ValueError(f"node {index} ({node.name}) takes inputs {node.inputs}: only earlier nodes can be inputs")
@@ -171,10 +171,25 @@ def symbol_json(nodes: list[Node], head: int) -> str:
                    "inputs": [[i, 0, 0] for i in node.inputs]} for node in nodes],
         "arg_nodes": [index for index, node in enumerate(nodes) if node.op == "null"],
         "node_row_ptr": list(range(len(nodes) + 1)),
-        "heads": [[head, 0, 0]],
+        "heads": [[head, 0, 0] for head in heads],
         "attrs": {"mxnet_version": ["int", MXNET_VERSION]},
     }
     return json.dumps(graph, indent=2)
+
+
+def params_file(arrays: dict[str, np.ndarray], aux: tuple[str, ...] = ()) -> bytes:
+    """An MXNet Module's ``.params`` NDArray file: each array under ``arg:<name>``, or
+    ``aux:<name>`` for the auxiliary states named in ``aux`` (batch norm's moving statistics)."""
+    return write_ndarrays({f"{'aux' if name in aux else 'arg'}:{name}": np.asarray(array, dtype=np.float32)
+                           for name, array in arrays.items()})
+
+
+def read_params_file(data: bytes, source: str) -> dict[str, np.ndarray]:
+    """The arrays of a ``.params`` file by name, the ``arg:`` / ``aux:`` prefixes dropped."""
+    saved = read_ndarrays(data, source)
+    if not isinstance(saved, dict):
+        raise DataError(f"holds an unnamed list of {len(saved)} arrays, not named parameters", source=source)
+    return {name.split(":", 1)[1] if name[:4] in ("arg:", "aux:") else name: array for name, array in saved.items()}
 
 
 def shape_attr(shape: tuple[int, ...]) -> dict[str, str]:

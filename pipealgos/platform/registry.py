@@ -18,6 +18,7 @@ from typing import Any
 from pipealgos.algorithms import factorization_machines, kmeans, linear_learner, pca
 from pipealgos.algorithms.lda import sagemaker as lda_sagemaker
 from pipealgos.algorithms.linear_learner import sagemaker as linear_learner_sagemaker
+from pipealgos.algorithms.ntm import sagemaker as ntm_sagemaker
 from pipealgos.algorithms import lda
 from pipealgos.algorithms import ntm
 
@@ -215,6 +216,8 @@ ALGORITHMS: dict[str, AlgorithmSpec] = {
             conformance=Conformance({"feature_dim": "30", "num_topics": "3", "mini_batch_size": "50", "epochs": "10",
                                      "optimizer": "adam", "learning_rate": "0.01"},
                                     planted="topics", floor=0.9),
+            sagemaker_format=SageMakerFormat(ntm_sagemaker.to_sagemaker, ntm_sagemaker.from_sagemaker,
+                                             ntm_sagemaker.is_sagemaker),
         ),
     )
 }

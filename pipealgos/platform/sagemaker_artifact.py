@@ -52,9 +52,9 @@ def load_sagemaker_model(folder: Path, algorithm: str | None = None, source: Pat
     spec = choose_algorithm(files, algorithm or os.environ.get("PIPEALGOS_ALGORITHM"), source)
     try:
         arrays, hyperparameters = spec.sagemaker_format.load(files)
-    except DataError as exc:
+        feature_dim = int(spec.model_type.from_arrays(arrays, hyperparameters).feature_dim)
+    except (DataError, ValueError, KeyError) as exc:  # from_arrays refuses arrays that do not fit together
         raise SageMakerModelError(f"{source}: {exc} (read as a SageMaker {spec.name} model)") from None
-    feature_dim = int(spec.model_type.from_arrays(arrays, hyperparameters).feature_dim)
     described = {"format": FORMAT, "algorithm": spec.name, "files": sorted(files)}
     return StoredModel(spec.name, hyperparameters, arrays, described, hyperparameters, feature_dim)
 

@@ -12,8 +12,8 @@ import zipfile
 
 import numpy as np
 import pytest
-from sagemaker_models import (kmeans_files, linear_learner_files, linear_learner_reference, pca_files,
-                              real_pca_model_file, sigmoid, write_folder)
+from sagemaker_models import (kmeans_files, linear_learner_files, linear_learner_reference, ntm_arrays, ntm_files,
+                              ntm_topic_weights, pca_files, real_pca_model_file, sigmoid, write_folder)
 
 from pipealgos.io.ndarray import read_ndarrays, write_ndarrays
 from pipealgos.platform.registry import get_algorithm
@@ -223,3 +223,30 @@ def test_lda_list_of_alpha_and_beta_round_trips_and_is_told_from_kmeans(tmp_path
     counts[0, :3], counts[1, 5:] = 4, 4
     mixtures = _predict(stored, counts)["topic_mixture"]
     assert mixtures.shape == (2, 3) and np.allclose(mixtures.sum(axis=1), 1, atol=1e-5)
+
+
+def test_ntm_zip_is_found_served_and_exported_with_arg_names(tmp_path):
+    arrays = ntm_arrays(vocabulary=12, topics=3, rng=RNG)
+    stored = load_sagemaker_model(write_folder(tmp_path / "model", ntm_files(arrays, "sigmoid")))
+    assert stored.algorithm == "ntm" and stored.feature_dim == 12
+    counts = RNG.poisson(1.0, size=(10, 12)).astype(np.float64)
+    np.testing.assert_allclose(_predict(stored, counts)["topic_weights"], ntm_topic_weights(counts, arrays),
+                               rtol=1e-4, atol=1e-6)
+    with zipfile.ZipFile(io.BytesIO(export_files(stored)["model_algo-1"])) as archive:
+        params = read_ndarrays(archive.read("params"))
+        meta = json.loads(archive.read("meta.json"))
+        graph = json.loads(archive.read("symbol.json"))
+    assert set(params) == {f"arg:{name}" for name in arrays}
+    np.testing.assert_array_equal(params["arg:projection_weight"], arrays["projection_weight"].astype(np.float32))
+    assert meta["training_parameters"]["encoder_layers_activation"] == "sigmoid"
+    names = [node["name"] for node in graph["nodes"]]
+    assert {names[i] for i in graph["arg_nodes"]} == {"data", *arrays}
+    assert [names[head[0]] for head in graph["heads"]] == ["mean", "logsigma", "log_softmax"]
+
+
+def test_ntm_activation_comes_from_meta_json(tmp_path):
+    arrays = ntm_arrays(vocabulary=6, topics=2, rng=RNG)
+    sigmoid_model = load_sagemaker_model(write_folder(tmp_path / "a", ntm_files(arrays, "sigmoid")))
+    tanh_model = load_sagemaker_model(write_folder(tmp_path / "b", ntm_files(arrays, "tanh")))
+    counts = np.ones((1, 6))
+    assert not np.allclose(_predict(sigmoid_model, counts)["topic_weights"], _predict(tanh_model, counts)["topic_weights"])

@@ -76,7 +76,7 @@ def symbol(weight_shape: tuple[int, int]) -> str:
         Node("broadcast_add", "broadcast_add0", (2, 3)),
         Node("_copy", "linear_output", (4,)),
     ]
-    return symbol_json(nodes, head=len(nodes) - 1)
+    return symbol_json(nodes, heads=[len(nodes) - 1])
 
 
 def is_sagemaker(files: dict[str, bytes]) -> bool:
