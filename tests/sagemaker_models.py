@@ -112,3 +112,22 @@ def ntm_topic_weights(x: np.ndarray, arrays: dict[str, np.ndarray]) -> np.ndarra
     mu = np.maximum(h @ arrays["mean_weight"].T + arrays["mean_bias"], 0)
     exp = np.exp(mu - mu.max(axis=1, keepdims=True))
     return exp / exp.sum(axis=1, keepdims=True)
+
+
+def factorization_machine_files(w0: float, w1: np.ndarray, v: np.ndarray, predictor: str) -> dict[str, bytes]:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        archive.writestr("symbol.json", json.dumps({"nodes": [], "arg_nodes": [], "heads": []}))
+        archive.writestr("params", write_ndarrays({"arg:v": v.astype(np.float32),
+                                                   "arg:w1_weight": w1.astype(np.float32).reshape(-1, 1),
+                                                   "arg:w0_weight": np.array([w0], np.float32)}))
+        archive.writestr("meta.json", json.dumps({"training_parameters": {
+            "feature_dim": str(v.shape[0]), "num_factors": str(v.shape[1]), "predictor_type": predictor}}))
+    return {"model_algo-1": buffer.getvalue()}
+
+
+def factorization_machine_output(x: np.ndarray, w0: float, w1: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """ŷ = w0 + x·w1 + Σ_{i<j} <v_i, v_j> x_i x_j, by the pairwise sum itself."""
+    pairs = (x @ v) @ (x @ v).T
+    pairwise = 0.5 * (np.diag(pairs) - (x * x) @ (v * v).sum(axis=1))
+    return w0 + x @ w1.reshape(-1) + pairwise

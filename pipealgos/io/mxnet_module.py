@@ -192,6 +192,22 @@ def read_params_file(data: bytes, source: str) -> dict[str, np.ndarray]:
     return {name.split(":", 1)[1] if name[:4] in ("arg:", "aux:") else name: array for name, array in saved.items()}
 
 
+def module_params(files: dict[str, bytes], member: str = "params") -> dict[str, np.ndarray]:
+    """The parameters in member ``member`` of the zip ``model_algo-1`` (NTM, FM), prefixes dropped."""
+    members = read_zip(model_file(files), MODEL_FILE)
+    return read_params_file(zip_member(members, member, MODEL_FILE), f"{MODEL_FILE} member {member}")
+
+
+def module_zip_holds(files: dict[str, bytes], members: set[str], params: set[str]) -> bool:
+    """Whether ``model_algo-1`` is a zip holding ``members`` whose ``params`` member names ``params``."""
+    if not members <= zip_names(files):
+        return False
+    try:
+        return params <= set(module_params(files))
+    except DataError:
+        return False
+
+
 def shape_attr(shape: tuple[int, ...]) -> dict[str, str]:
     """A variable's ``__shape__`` attribute as MXNet writes it, e.g. ``"(50, 1)"``."""
     return {"__shape__": "(" + ", ".join(str(d) for d in shape) + ("," if len(shape) == 1 else "") + ")"}

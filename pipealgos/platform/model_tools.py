@@ -99,8 +99,8 @@ def import_model(model: Path, output: Path, algorithm: str | None) -> list[str]:
     if (output / MANIFEST).exists():
         raise ModelFormatError(f"{output} already holds a model ({MANIFEST}); choose an empty folder or remove it")
     stored = load_stored_model(model, algorithm)
-    save_model(output, stored.algorithm, stored.hyperparameters, stored.arrays, resolved=stored.resolved_hyperparameters,
-               feature_dim=stored.feature_dim)
+    save_model(output, stored.algorithm, stored.hyperparameters, stored.arrays,
+               resolved=stored.resolved_hyperparameters, feature_dim=stored.feature_dim)
     return [f"wrote {output}: pipealgos {stored.algorithm} model, feature_dim {stored.feature_dim}"]
 
 

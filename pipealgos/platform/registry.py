@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pipealgos.algorithms import factorization_machines, kmeans, linear_learner, pca
+from pipealgos.algorithms.factorization_machines import sagemaker as factorization_machines_sagemaker
 from pipealgos.algorithms.lda import sagemaker as lda_sagemaker
 from pipealgos.algorithms.linear_learner import sagemaker as linear_learner_sagemaker
 from pipealgos.algorithms.ntm import sagemaker as ntm_sagemaker
@@ -187,6 +188,9 @@ ALGORITHMS: dict[str, AlgorithmSpec] = {
                                      "mini_batch_size": "50", "epochs": "10", "bias_lr": "0.1", "linear_lr": "0.1",
                                      "factors_lr": "0.05"},
                                     planted="labels", floor=0.9),
+            sagemaker_format=SageMakerFormat(factorization_machines_sagemaker.to_sagemaker,
+                                             factorization_machines_sagemaker.from_sagemaker,
+                                             factorization_machines_sagemaker.is_sagemaker),
         ),
         AlgorithmSpec(
             name=lda.NAME,

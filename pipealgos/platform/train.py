@@ -101,7 +101,8 @@ def run_training(ml: MLRoot, algorithm: str | None = None) -> int:
         if topo.is_leader:
             arrays = model.to_arrays()
             _check_finite(arrays, spec.name)
-            sagemaker_files = spec.sagemaker_format.export(arrays, {**values, **ctx.resolved}) if also_sagemaker else None
+            resolved = {**values, **ctx.resolved}
+            sagemaker_files = spec.sagemaker_format.export(arrays, resolved) if also_sagemaker else None
             save_model(ml.model_dir, spec.name, values, arrays, resolved=ctx.resolved,
                        feature_dim=int(model.feature_dim), extra_files=sagemaker_files)
         report.info(f"training finished in {time.time() - started:.1f} s")

@@ -12,8 +12,9 @@ import zipfile
 
 import numpy as np
 import pytest
-from sagemaker_models import (kmeans_files, linear_learner_files, linear_learner_reference, ntm_arrays, ntm_files,
-                              ntm_topic_weights, pca_files, real_pca_model_file, sigmoid, write_folder)
+from sagemaker_models import (factorization_machine_files, factorization_machine_output, kmeans_files,
+                              linear_learner_files, linear_learner_reference, ntm_arrays, ntm_files, ntm_topic_weights,
+                              pca_files, real_pca_model_file, sigmoid, write_folder)
 
 from pipealgos.io.ndarray import read_ndarrays, write_ndarrays
 from pipealgos.platform.registry import get_algorithm
@@ -249,4 +250,29 @@ def test_ntm_activation_comes_from_meta_json(tmp_path):
     sigmoid_model = load_sagemaker_model(write_folder(tmp_path / "a", ntm_files(arrays, "sigmoid")))
     tanh_model = load_sagemaker_model(write_folder(tmp_path / "b", ntm_files(arrays, "tanh")))
     counts = np.ones((1, 6))
-    assert not np.allclose(_predict(sigmoid_model, counts)["topic_weights"], _predict(tanh_model, counts)["topic_weights"])
+    assert not np.allclose(_predict(sigmoid_model, counts)["topic_weights"],
+                           _predict(tanh_model, counts)["topic_weights"])
+
+
+@pytest.mark.parametrize("predictor", ["binary_classifier", "regressor"])
+def test_factorization_machine_zip_answers_as_sagemakers_image_and_exports_back(tmp_path, predictor):
+    w0, w1, v = 0.1, RNG.normal(size=7), RNG.normal(size=(7, 3)) * 0.5
+    stored = load_sagemaker_model(write_folder(tmp_path / "model", factorization_machine_files(w0, w1, v, predictor)))
+    assert stored.algorithm == "factorization-machines" and stored.feature_dim == 7
+    x = RNG.normal(size=(50, 7))
+    raw = factorization_machine_output(x, np.float32(w0), w1.astype(np.float32), v.astype(np.float32))
+    out = _predict(stored, x)
+    if predictor == "regressor":
+        np.testing.assert_allclose(out["score"], raw, rtol=1e-4, atol=1e-5)
+    else:
+        np.testing.assert_allclose(out["score"], sigmoid(raw), rtol=1e-4, atol=1e-6)
+        np.testing.assert_array_equal(out["predicted_label"], sigmoid(raw) >= 0.5)
+    with zipfile.ZipFile(io.BytesIO(export_files(stored)["model_algo-1"])) as archive:
+        params = read_ndarrays(archive.read("params"))
+        meta = json.loads(archive.read("meta.json"))
+        graph = json.loads(archive.read("symbol.json"))
+    assert set(params) == {"arg:v", "arg:w1_weight", "arg:w0_weight"} and params["arg:w1_weight"].shape == (7, 1)
+    assert meta["training_parameters"]["predictor_type"] == predictor
+    assert meta["training_parameters"]["feature_dim"] == "7"
+    names = [node["name"] for node in graph["nodes"]]
+    assert {names[i] for i in graph["arg_nodes"]} == {"data", "v", "w1_weight", "w0_weight"}

@@ -23,8 +23,8 @@ from typing import Any
 import numpy as np
 
 from pipealgos.io import DataError
-from pipealgos.io.mxnet_module import (MODEL_FILE, Node, json_member, model_file, params_file, read_params_file,
-                                       read_zip, require_finite, shape_attr, symbol_json, write_zip, zip_member, zip_names)
+from pipealgos.io.mxnet_module import (MODEL_FILE, Node, json_member, model_file, module_params, module_zip_holds,
+                                       params_file, read_zip, require_finite, shape_attr, symbol_json, write_zip)
 
 META, SYMBOL, PARAMS = "meta.json", "symbol.json", "params"
 META_VERSION = 1
@@ -65,7 +65,8 @@ def symbol(arrays: dict[str, np.ndarray], hyperparameters: dict[str, Any]) -> st
     while f"enc_{index}_weight" in arrays:
         layer = fully_connected(f"enc_{index}", layer)
         if f"enc_{index}_bn_gamma" in arrays:
-            statistics = [variable(f"enc_{index}_bn_{part}") for part in ("gamma", "beta", "moving_mean", "moving_var")]
+            statistics = [variable(f"enc_{index}_bn_{part}")
+                          for part in ("gamma", "beta", "moving_mean", "moving_var")]
             layer = add(Node("BatchNorm", f"enc_{index}_bn", (layer, *statistics), {"eps": "0.001", "momentum": "0.9"}))
         layer = add(Node("Activation", f"enc_{index}_act", (layer,), {"act_type": activation}))
         index += 1
@@ -78,17 +79,7 @@ def symbol(arrays: dict[str, np.ndarray], hyperparameters: dict[str, Any]) -> st
 
 
 def is_sagemaker(files: dict[str, bytes]) -> bool:
-    if not {META, PARAMS} <= zip_names(files):
-        return False
-    try:
-        return "enc_0_weight" in _params(files)
-    except DataError:
-        return False
-
-
-def _params(files: dict[str, bytes]) -> dict[str, np.ndarray]:
-    members = read_zip(model_file(files), MODEL_FILE)
-    return read_params_file(zip_member(members, PARAMS, MODEL_FILE), f"{MODEL_FILE} member {PARAMS}")
+    return module_zip_holds(files, {META, PARAMS}, {"enc_0_weight"})
 
 
 def from_sagemaker(files: dict[str, bytes]) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
@@ -96,7 +87,7 @@ def from_sagemaker(files: dict[str, bytes]) -> tuple[dict[str, np.ndarray], dict
     meta = json_member(members, META, MODEL_FILE)
     parameters = meta.get("training_parameters") or {}
     activation = parameters.get("encoder_layers_activation", "sigmoid") if isinstance(parameters, dict) else "sigmoid"
-    arrays = _params(files)
+    arrays = module_params(files)
     for name in ("enc_0_weight", "mean_weight", "projection_weight"):
         if name not in arrays:
             raise DataError(f"has no arg:{name} (it holds {sorted(arrays)})", source=f"{MODEL_FILE} member {PARAMS}",
