@@ -188,6 +188,12 @@ def test_fewer_records_than_num_samples_per_tree_trains_on_them_with_a_warning(t
     assert (model.forest.mass[model.forest.tree_root] == 40).all()
 
 
+def test_train_records_narrower_than_feature_dim_name_the_file_and_record(tmp_path):
+    x, _ = _data(500)
+    with pytest.raises(DataError, match=r"channel 'train', .*part-0000\.pbr, record 0.*4 features, expected feature_dim 5"):
+        _train(tmp_path, _params(feature_dim=5), x)
+
+
 def test_an_empty_train_channel_fails_naming_it(tmp_path):
     with pytest.raises(DataError, match="channel 'train'.*no records"):
         _train(tmp_path, _params(feature_dim=4), train_blobs=[b""])

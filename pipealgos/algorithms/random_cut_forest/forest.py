@@ -34,7 +34,7 @@ Two implementations of the same arithmetic (``implementation`` says which one ru
 * ``"numpy"``: vectorised over (point, tree) pairs: one array step per tree level going down
   (scalar comparisons), then one per level going up over the pairs still walking (box
   gathers); points are scored in chunks so that the pairs' working set stays in cache.
-  About 3x slower on one core (``benchmarks/rcf.py``).
+  About 10x slower on one core (``benchmarks/rcf.py``).
 
 Both sum a box distance in float32 in numpy's order (8 strided partial sums), so they give
 the same scores (the kernel adds the trees up one by one, numpy pairwise: the float32
