@@ -243,11 +243,12 @@ def test_a_format_1_manifest_still_loads(trained_pca, tmp_path):
     np.testing.assert_array_equal(served.predict(trained_pca.rows)[0]["projection"], trained_pca.predict(trained_pca.rows))
 
 
-def test_archive_without_manifest_is_a_clear_error(tmp_path):
+def test_archive_with_an_unreadable_model_algo_1_is_a_clear_error(tmp_path):
+    """No manifest but a model_algo-1: read as a SageMaker model, refused naming the file."""
     folder = tmp_path / "model"
     folder.mkdir()
     _tar(folder / "model.tar.gz", [(_member("model_algo-1"), b"mxnet bytes")])
-    with pytest.raises(ModelFormatError, match="no manifest.json at its top level"):
+    with pytest.raises(ModelFormatError, match="model_algo-1 has no layout pipealgos recognises"):
         load_served_model(folder)
 
 
