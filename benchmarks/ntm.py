@@ -1,0 +1,194 @@
+"""NTM training speed beside a plain PyTorch VAE of the same shape, and topic quality on
+Reuters against the issue's anchors, in one run.
+
+Speed: ``--documents`` synthetic documents (default 1,000,000; vocabulary 20,000, about 100
+tokens each drawn from a Zipf-like word distribution, sparse), written as sparse
+RecordIO-protobuf in 4 files. Ours: ``ntm.train`` reading them through the real File-mode
+channel reader (1 epoch, 20 topics, encoder_layers auto = [60, 40], mini_batch_size 256,
+adam). Baseline: the same graph written as a textbook PyTorch VAE (``nn.Linear`` layers on
+dense input), fed the same 256-document minibatches held in memory as CSR and densified one
+at a time (the densification is timed: it is how a dense model is fed sparse documents). Both
+use adam and run on CUDA when there is a GPU. Goal (issue 16): ours >= 1x the baseline's
+documents/s.
+
+Quality: the Reuters corpus shipped in the ``lda`` package (395 documents, 4,258 words), 20
+topics, mini_batch_size 64, 100 epochs (in memory, as the anchors were measured), with the
+given optimizer settings; NPMI over all documents (document co-occurrence, the top 10 words
+of each topic) and topic diversity (share of unique words among all topics' top 10 words).
+Anchors (measured by the issue's author, same corpus and settings): octis ProdLDA NPMI 0.174,
+diversity 0.83, 6.9 s; NeuralLDA 0.128 / 0.90 / 7.1 s; CombinedTM 0.191 / 0.82 / 12.4 s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+from torch import nn
+
+import _results
+from pipealgos.algorithms import ntm
+from pipealgos.algorithms.base import TrainingContext
+from pipealgos.algorithms.ntm.topics import CoOccurrence, top_words
+from pipealgos.algorithms.tensors import pick_device
+from pipealgos.io import Minibatch, write_sparse
+from pipealgos.platform.channels import JobChannels
+from pipealgos.platform.config import ChannelConfig, MLRoot
+from pipealgos.platform.metrics import MetricsReporter
+from pipealgos.platform.registry import ALGORITHMS
+from pipealgos.platform.train import leave_a_core_for_the_reader
+from pipealgos.testing import MemoryChannels, RecordingReport
+
+VOCAB, TOKENS, TOPICS, BATCH, FILES = 20_000, 100, 20, 256, 4
+ANCHORS = {"octis ProdLDA": (0.174, 0.83, 6.9), "octis NeuralLDA": (0.128, 0.90, 7.1),
+           "CombinedTM": (0.191, 0.82, 12.4)}
+
+
+def make_documents(n: int, seed: int = 0) -> sp.csr_matrix:
+    rng = np.random.default_rng(seed)
+    p = 1.0 / np.arange(1, VOCAB + 1) ** 0.9
+    lengths = rng.poisson(TOKENS, n)
+    words = rng.choice(VOCAB, size=int(lengths.sum()), p=p / p.sum())
+    rows = np.repeat(np.arange(n), lengths)
+    x = sp.csr_matrix((np.ones(len(words), np.float32), (rows, words)), shape=(n, VOCAB))
+    x.sum_duplicates()
+    return x
+
+
+def write_channel(x: sp.csr_matrix, root: Path) -> None:
+    folder = root / "input" / "data" / "train"
+    folder.mkdir(parents=True)
+    for i, rows in enumerate(np.array_split(np.arange(x.shape[0]), FILES)):
+        with open(folder / f"part-{i}.pbr", "wb") as out:
+            write_sparse(out, x[rows[0]:rows[-1] + 1])
+
+
+def run_ours(root: Path, device: torch.device) -> float:
+    spec = ALGORITHMS["ntm"]
+    channels = JobChannels(MLRoot(root), {"train": ChannelConfig("train", "File")}, spec)
+    ctx = TrainingContext(channels, MetricsReporter("algo-1", io.StringIO()), device=device, sparse_input=True)
+    params = spec.schema.build({"feature_dim": VOCAB, "num_topics": TOPICS, "mini_batch_size": BATCH,
+                                "epochs": 1, "optimizer": "adam"})
+    started = time.perf_counter()
+    ntm.train(params, ctx)
+    return time.perf_counter() - started
+
+
+class PlainVAE(nn.Module):
+    """The same graph, written the textbook way: dense input, ``nn.Linear`` everywhere."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.encoder = nn.Sequential(nn.Linear(VOCAB, 3 * TOPICS), nn.Sigmoid(), nn.Linear(3 * TOPICS, 2 * TOPICS),
+                                     nn.Sigmoid())
+        self.mean, self.logsigma = nn.Linear(2 * TOPICS, TOPICS), nn.Linear(2 * TOPICS, TOPICS)
+        self.projection = nn.Linear(TOPICS, VOCAB)
+
+    def loss(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.encoder(x)
+        mu, logsigma = self.mean(h), self.logsigma(h)
+        z = torch.relu(mu + torch.exp(logsigma) * torch.randn_like(mu))
+        recons = -(x * torch.log_softmax(self.projection(z), 1)).sum(1)
+        kl = -0.5 * (1 + 2 * logsigma - mu * mu - torch.exp(2 * logsigma)).sum(1)
+        return ((recons + kl) / x.sum(1).clamp(min=1)).mean()
+
+
+def run_plain(x: sp.csr_matrix, device: torch.device) -> float:
+    model = PlainVAE().to(device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=0.001)
+    batches = [x[start:start + BATCH] for start in range(0, x.shape[0], BATCH)]
+    started = time.perf_counter()
+    for batch in batches:
+        dense = torch.from_numpy(batch.toarray()).to(device)
+        optimizer.zero_grad()
+        model.loss(dense).backward()
+        optimizer.step()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return time.perf_counter() - started
+
+
+def reuters_quality(settings: dict[str, str]) -> tuple[float, float, float]:
+    """(NPMI, diversity, seconds) of 100 epochs on Reuters with ``settings``."""
+    import lda.datasets
+
+    x = sp.csr_matrix(lda.datasets.load_reuters().astype(np.float32))
+    blocks = [Minibatch(x[i:i + 64], None) for i in range(0, x.shape[0], 64)]
+    params = ALGORITHMS["ntm"].schema.build({"feature_dim": x.shape[1], "num_topics": TOPICS, "mini_batch_size": 64,
+                                             "epochs": 100, "num_patience_epochs": 100, **settings})
+    ctx = TrainingContext(MemoryChannels({"train": blocks}), RecordingReport(), sparse_input=True)
+    started = time.perf_counter()
+    model = ntm.train(params, ctx)
+    seconds = time.perf_counter() - started
+    top = top_words(model.topic_word_weights())
+    pairs = CoOccurrence(top)
+    pairs.add(x)
+    return pairs.npmi(top), len(np.unique(top)) / top.size, seconds
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--documents", type=int, default=1_000_000, help="synthetic documents (default 1,000,000)")
+    documents = parser.parse_args().documents
+    device = pick_device()
+    leave_a_core_for_the_reader(device)
+    x = make_documents(documents)
+    with tempfile.TemporaryDirectory(prefix="bench-ntm-") as tmp:
+        warm = Path(tmp) / "warm"
+        write_channel(x[:2000], warm)
+        run_ours(warm, device), run_plain(x[:2000], device)
+        root = Path(tmp) / "full"
+        write_channel(x, root)
+        ours_s = run_ours(root, device)
+    plain_s = run_plain(x, device)
+    ratio = plain_s / ours_s
+    lines = [f"| pipealgos ntm (RecordIO files, real reader) | {documents / ours_s:,.0f} | {ours_s:.1f} |",
+             f"| plain PyTorch VAE (in-memory CSR, densified per minibatch) | {documents / plain_s:,.0f} | "
+             f"{plain_s:.1f} |"]
+    print(*lines, f"ratio {ratio:.2f}", sep="\n", flush=True)
+
+    quality_rows = []
+    for label, settings in (("pipealgos ntm, adam lr 0.02", {"optimizer": "adam", "learning_rate": "0.02"}),
+                            ("pipealgos ntm, defaults (adadelta)", {})):
+        npmi, diversity, seconds = reuters_quality(settings)
+        quality_rows.append(f"| {label} | 100 | {seconds:.1f} | {npmi:.3f} | {diversity:.2f} |")
+        print(quality_rows[-1], flush=True)
+    anchors = [f"| {name} (anchor) | 100 | {s:g} | {n:.3f} | {d:.2f} |" for name, (n, d, s) in ANCHORS.items()]
+    load = os.getloadavg()[0]
+    section = "\n".join([
+        f"## NTM on {device.type} (`benchmarks/ntm.py`)",
+        "",
+        f"`python benchmarks/ntm.py --documents {documents}` — {documents:,} synthetic documents, vocabulary "
+        f"{VOCAB:,}, ~{TOKENS} tokens, 20 topics, mini_batch_size {BATCH}, 1 epoch, adam, on {device}; "
+        f"{_results.machine(f'torch {torch.__version__}', f'{torch.get_num_threads()} thread(s)')}; "
+        f"load average {load:.1f} when it finished.",
+        "",
+        "| run | documents/s | seconds |",
+        "|---|---:|---:|",
+        *lines,
+        "",
+        f"- documents/s ours / plain VAE = **{ratio:.2f}** (goal >= 1: {'met' if ratio >= 1 else 'MISSED'})",
+        "",
+        "Reuters (`lda` package, 395 documents, 4,258 words), 20 topics, mini_batch_size 64, NPMI over all "
+        "documents and diversity of the top 10 words:",
+        "",
+        "| run | epochs | seconds | NPMI | diversity |",
+        "|---|---:|---:|---:|---:|",
+        *quality_rows,
+        *anchors,
+    ])
+    _results.record_section(f"ntm-{device.type}", section)
+    print(section)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
