@@ -20,7 +20,7 @@ from scipy.optimize import nnls
 
 Array = npt.NDArray[np.float64]
 
-ORTHOGONAL_ITERATIONS = 10  # ALS steps whose factors are re-orthogonalised (Sharan & Valiant 2017)
+ORTHOGONAL_ITERATIONS = 10**9  # ALS steps whose factors are re-orthogonalised (Sharan & Valiant 2017)
 
 
 @dataclass

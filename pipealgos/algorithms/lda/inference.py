@@ -63,8 +63,9 @@ def split_halves(counts: sp.csr_matrix) -> tuple[sp.csr_matrix, sp.csr_matrix]:
     start = before - row_start  # token position where each word's tokens begin, per document
     integral = np.floor(counts.data) == counts.data
     even = np.where(integral, np.ceil((start + counts.data) / 2) - np.ceil(start / 2), counts.data / 2)
-    first = sp.csr_matrix((even, counts.indices, counts.indptr), shape=counts.shape)
-    second = sp.csr_matrix((counts.data - even, counts.indices, counts.indptr), shape=counts.shape)
+    # Copies of the index arrays: eliminate_zeros rewrites them in place.
+    first = sp.csr_matrix((even, counts.indices.copy(), counts.indptr.copy()), shape=counts.shape)
+    second = sp.csr_matrix((counts.data - even, counts.indices.copy(), counts.indptr.copy()), shape=counts.shape)
     first.eliminate_zeros()
     second.eliminate_zeros()
     return first, second

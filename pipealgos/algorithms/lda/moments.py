@@ -48,7 +48,7 @@ V_CHUNK = 8192  # vocabulary rows per step when summing the diagonal corrections
 
 def sketch_columns(whitening_rank: int, vocabulary: int) -> int:
     """p: the range finder's width (the whole vocabulary when that is smaller)."""
-    return min(vocabulary, whitening_rank + OVERSAMPLING)
+    return min(vocabulary, 4 * whitening_rank + OVERSAMPLING)
 
 
 @dataclass
@@ -80,7 +80,10 @@ class CountBatch:
         length = np.asarray(csr.sum(axis=1)).ravel()
         self.rows = csr.shape[0]
         self.length = length
-        self.x = sparse_csr_tensor(csr, device, torch.float64)
+        # On the CPU scipy's CSR products are several times faster than torch's (measured on
+        # 4096 documents × 50,000 words: Xᵀ·A 0.03 s against 0.2 s); on a GPU torch's.
+        self.csr = csr
+        self.x = None if device.type == "cpu" else sparse_csr_tensor(csr, device, torch.float64)
         self.device = device
         self.w1 = self._weight(length, 1)
         self.w2 = self._weight(length, 2)
@@ -101,18 +104,18 @@ class CountBatch:
 
     def times(self, dense: torch.Tensor) -> torch.Tensor:
         """X @ dense (documents × columns)."""
+        if self.x is None:
+            return torch.from_numpy(self.csr @ dense.numpy())
         return torch.sparse.mm(self.x, dense)
 
     def transpose_times(self, dense: torch.Tensor) -> torch.Tensor:
-        """Xᵀ @ dense (words × columns), without forming Xᵀ: each stored count adds its row."""
-        rows = torch.repeat_interleave(torch.arange(self.rows, device=self.device),
-                                       self.x.crow_indices().diff())
+        """Xᵀ @ dense (words × columns), without forming Xᵀ on the device: each stored count
+        adds its document's row."""
+        if self.x is None:
+            return torch.from_numpy(np.asarray(self.csr.T @ dense.numpy()))
+        rows = torch.repeat_interleave(torch.arange(self.rows, device=self.device), self.x.crow_indices().diff())
         out = torch.zeros(self.x.shape[1], dense.shape[1], dtype=dense.dtype, device=self.device)
         return out.index_add_(0, self.x.col_indices(), self.x.values()[:, None] * dense[rows])
-
-    def word_sums(self, weight: torch.Tensor) -> torch.Tensor:
-        """Xᵀ @ weight (a V-vector)."""
-        return self.transpose_times(weight[:, None])[:, 0]
 
 
 def check_counts(csr: sp.csr_matrix, first_record: int, channel: str | None) -> None:
@@ -122,33 +125,41 @@ def check_counts(csr: sp.csr_matrix, first_record: int, channel: str | None) -> 
     if bad.any():
         position = int(np.argmax(bad))
         row = int(np.searchsorted(csr.indptr, position, side="right") - 1)
-        raise DataError(f"word {int(csr.indices[position])} has count {csr.data[position]!r}; LDA needs "
+        raise DataError(f"word {int(csr.indices[position])} has count {float(csr.data[position])!r}; LDA needs "
                         f"non-negative finite word counts", channel=channel, record=first_record + row,
                         fix="Write each document as the counts of its words (>= 0)")
 
 
-class FirstPass:
-    """Σ c/L, Σ c/(L(L−1)) and the sketch E2·Ω (see the module docstring)."""
+def random_test_matrix(vocabulary: int, columns: int, seed: int, device: torch.device) -> torch.Tensor:
+    """Ω (V×columns, standard normal). It depends on the seed only (not the host), so the
+    hosts' sketches add up."""
+    generator = torch.Generator().manual_seed(seed)
+    return torch.randn(vocabulary, columns, generator=generator, dtype=torch.float64).to(device)
 
-    def __init__(self, vocabulary: int, columns: int, seed: int, device: torch.device) -> None:
-        self.device = device
+
+class SketchPass:
+    """One pass of Σ c/L, s2 = Σ c/(L(L−1)) and E2·G for a fixed V×p ``test_matrix`` G
+    (see the module docstring), in float64 on the training device."""
+
+    def __init__(self, test_matrix: torch.Tensor) -> None:
+        vocabulary = test_matrix.shape[0]
+        self.device = test_matrix.device
+        self.test_matrix = test_matrix
         self.counts = DocumentCounts()
-        generator = torch.Generator().manual_seed(seed)
-        # Ω depends on the seed only (not the host), so hosts' sketches add up.
-        self.omega = torch.randn(vocabulary, columns, generator=generator, dtype=torch.float64).to(device)
-        self.m1_sum = torch.zeros(vocabulary, dtype=torch.float64, device=device)
-        self.s2 = torch.zeros(vocabulary, dtype=torch.float64, device=device)
-        self.sketch = torch.zeros(vocabulary, columns, dtype=torch.float64, device=device)
+        self.m1_sum = torch.zeros(vocabulary, dtype=torch.float64, device=self.device)
+        self.s2 = torch.zeros(vocabulary, dtype=torch.float64, device=self.device)
+        self.sketch = torch.zeros_like(test_matrix)
 
     def add(self, batch: CountBatch) -> None:
         batch_counts = batch.counts()
         for name in ("seen", "empty", "m1", "m2", "m3"):
             setattr(self.counts, name, getattr(self.counts, name) + getattr(batch_counts, name))
-        s2 = batch.word_sums(batch.w2)
-        self.m1_sum += batch.word_sums(batch.w1)
-        self.s2 += s2
-        projected = batch.times(self.omega) * batch.w2[:, None]
-        self.sketch += batch.transpose_times(projected) - s2[:, None] * self.omega
+        sums = batch.transpose_times(torch.stack([batch.w1, batch.w2], dim=1))
+        self.m1_sum += sums[:, 0]
+        self.s2 += sums[:, 1]
+        if self.test_matrix.shape[1]:
+            projected = batch.times(self.test_matrix) * batch.w2[:, None]
+            self.sketch += batch.transpose_times(projected) - sums[:, 1:2] * self.test_matrix
 
     def merge_hosts(self) -> None:
         counts, self.m1_sum, self.s2, self.sketch = all_reduce(
@@ -158,12 +169,25 @@ class FirstPass:
     def m1(self) -> torch.Tensor:
         return self.m1_sum / self.counts.m1
 
-    def range_basis(self, alpha0: float) -> torch.Tensor:
-        """Q (V×p, orthonormal columns) spanning M2·Ω, M2 = E2 − α0/(α0+1)·E1E1ᵀ."""
+    def m2_times_test_matrix(self, alpha0: float) -> torch.Tensor:
+        """M2·G, M2 = E2 − α0/(α0+1)·E1E1ᵀ."""
         m1 = self.m1()
-        m2_omega = self.sketch / self.counts.m2 - (alpha0 / (alpha0 + 1)) * torch.outer(m1, m1 @ self.omega)
-        q, _ = torch.linalg.qr(m2_omega)
-        return q
+        return self.sketch / self.counts.m2 - (alpha0 / (alpha0 + 1)) * torch.outer(m1, m1 @ self.test_matrix)
+
+    def range_basis(self, alpha0: float) -> torch.Tensor:
+        """Q = orth(M2·G) (V×p): the randomised range finder's basis, or, with G the previous
+        pass's Q, one step of subspace (power) iteration."""
+        return torch.linalg.qr(self.m2_times_test_matrix(alpha0))[0]
+
+    def top_eigenvectors(self, alpha0: float, rank: int) -> torch.Tensor:
+        """P (V×rank, orthonormal): the top ``rank`` eigenvectors of M2 within Q = orth(M2·G),
+        with QᵀM2Q ≈ (QᵀM2G)(QᵀG)⁺ (Halko, Martinsson, Tropp 2011, section 5.5: no further
+        look at the data)."""
+        product = self.m2_times_test_matrix(alpha0)
+        q = torch.linalg.qr(product)[0]
+        core = (q.T @ product) @ torch.linalg.pinv(q.T @ self.test_matrix)
+        eigenvalues, vectors = torch.linalg.eigh((core + core.T) / 2)
+        return q @ vectors[:, torch.argsort(eigenvalues, descending=True)[:rank]]
 
 
 class SecondPass:
@@ -183,8 +207,9 @@ class SecondPass:
         self.second += z.T @ (batch.w2[:, None] * z)
         pairs = (z[:, :, None] * z[:, None, :]).reshape(len(z), -1)
         self.third += (batch.w3[:, None] * z).T @ pairs
-        self.cross += batch.transpose_times(batch.w3[:, None] * z)
-        self.s3 += batch.word_sums(batch.w3)
+        sums = batch.transpose_times(torch.cat([batch.w3[:, None] * z, batch.w3[:, None]], dim=1))
+        self.cross += sums[:, :-1]
+        self.s3 += sums[:, -1]
 
     def merge_hosts(self) -> None:
         self.second, self.third, self.cross, self.s3 = all_reduce(

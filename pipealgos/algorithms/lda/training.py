@@ -16,7 +16,7 @@ from ..base import Params, TrainingContext, report_test_channel
 from .decomposition import Whitening, alpha_from_second_moment, best_of_restarts, topics_from_components, whitening
 from .inference import completion_log_likelihood
 from .model import LDAModel
-from .moments import CountBatch, FirstPass, SecondPass, sketch_columns
+from .moments import CountBatch, SecondPass, SketchPass, random_test_matrix, sketch_columns
 
 NAME = "lda"
 EXTRA_TOPICS = 0.25  # the spec: 25 % more topics are computed, those with the largest alpha kept
@@ -39,30 +39,37 @@ def _batches(params: Params, ctx: TrainingContext, channel: str, epoch: int) -> 
 
 
 def train(params: Params, ctx: TrainingContext) -> LDAModel:
+    """Pass 0: M1 and the range sketch M2·Ω; pass 1: one subspace iteration M2·Q (skipped when
+    the vocabulary is narrower than the sketch, which is then the identity); last pass: the
+    third moment on the top-k' eigenvectors P of M2; then the decomposition."""
     started = time.perf_counter()
     rank = whitening_rank(params)
     columns = sketch_columns(rank, params.feature_dim)
-    sketching = columns < params.feature_dim  # else Q is the identity: nothing to sketch
-    first = FirstPass(params.feature_dim, columns if sketching else 0, ctx.seed, ctx.device)
-    for batch in _batches(params, ctx, "train", 0):
-        first.add(batch)
-    if ctx.distributed:
-        first.merge_hosts()
-    counts = first.counts
-    _check_corpus(counts, params, ctx)
-    basis = first.range_basis(params.alpha0) if sketching else torch.eye(params.feature_dim, dtype=torch.float64,
-                                                                           device=ctx.device)
-    ctx.report.progress(50.0)
-    second = SecondPass(basis)
-    for batch in _batches(params, ctx, "train", 1):
-        second.add(batch)
-    if ctx.distributed:
-        second.merge_hosts()
-    ctx.report.throughput(2 * counts.seen / max(time.perf_counter() - started, 1e-9))
+    sketching = columns < params.feature_dim
+    omega = random_test_matrix(params.feature_dim, columns if sketching else 0, ctx.seed, ctx.device)
+    first = _stream(SketchPass(omega), params, ctx, epoch=0)
+    _check_corpus(first.counts, params, ctx)
+    if sketching:
+        power = _stream(SketchPass(first.range_basis(params.alpha0)), params, ctx, epoch=1)
+        basis = power.top_eigenvectors(params.alpha0, rank)
+    else:
+        basis = torch.eye(params.feature_dim, dtype=torch.float64, device=ctx.device)
+    second = _stream(SecondPass(basis), params, ctx, epoch=2 if sketching else 1)
+    passes = 3 if sketching else 2
+    ctx.report.throughput(passes * first.counts.seen / max(time.perf_counter() - started, 1e-9))
     model = _decompose(first, second, params, ctx)
     ctx.report.progress(100.0)
     report_test_channel(ctx, lambda: _report_test(model, params, ctx))
     return model
+
+
+def _stream(moments, params: Params, ctx: TrainingContext, epoch: int):
+    """One pass of the train channel into ``moments`` (summed over hosts)."""
+    for batch in _batches(params, ctx, "train", epoch):
+        moments.add(batch)
+    if ctx.distributed:
+        moments.merge_hosts()
+    return moments
 
 
 def _check_corpus(counts, params: Params, ctx: TrainingContext) -> None:
@@ -76,7 +83,7 @@ def _check_corpus(counts, params: Params, ctx: TrainingContext) -> None:
                         fix="Provide more (or longer) documents, or lower num_topics")
 
 
-def _decompose(first: FirstPass, second: SecondPass, params: Params, ctx: TrainingContext) -> LDAModel:
+def _decompose(first: SketchPass, second: SecondPass, params: Params, ctx: TrainingContext) -> LDAModel:
     """Whiten, decompose, unwhiten; the num_topics components of largest alpha, refined.
 
     1. Whiten M2 at rank k' = ceil(1.25 num_topics), decompose the whitened M3 into k'
