@@ -5,6 +5,7 @@ app in every request type FM takes, the metric lines, and bad input."""
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import io
 import json
 import re
@@ -18,7 +19,7 @@ import linear_learner_jobs
 from mlroot import FifoFeeder, make_ml_root, write_channel_files
 
 from pipealgos.algorithms.factorization_machines import FactorizationMachineModel
-from pipealgos.algorithms.factorization_machines.compute import SparseRows, forward, touched_gradient
+from pipealgos.algorithms.factorization_machines.compute import SparseRows, forward, row_gradient
 from pipealgos.algorithms.factorization_machines.optimizer import StepSettings, TouchedRowsAdaGrad
 from pipealgos.algorithms.factorization_machines.training import loss_and_gradient
 from pipealgos.io import record_pb2, write_sparse
@@ -77,29 +78,33 @@ def test_touched_gradient_matches_autograd(predictor_type):
     loss, margin_grad = loss_and_gradient(predictor_type, fwd.margin, labels)
     scale = 0.5 if predictor_type == "regressor" else 1.0  # the regressor's loss is ½(ŷ − y)²
     (scale * loss.sum()).backward()
-    touched, grad = touched_gradient(batch, fwd, margin_grad.detach())
+    touched, local = batch.localised()
     assert torch.equal(touched, torch.from_numpy(np.unique(x.indices)).long())
-    np.testing.assert_allclose(grad.detach().numpy(), table.grad[touched].numpy(), rtol=1e-4, atol=1e-5)
+    local_fwd = forward(bias.detach(), table.detach()[touched], local)
+    np.testing.assert_allclose(local_fwd.margin.numpy(), fwd.margin.detach().numpy(), rtol=1e-6)
+    grad = row_gradient(local, local_fwd, margin_grad.detach(), touched.numel())
+    np.testing.assert_allclose(grad.numpy(), table.grad[touched].numpy(), rtol=1e-4, atol=1e-5)
     untouched = np.setdiff1d(np.arange(D), touched.numpy())
     assert not table.grad[untouched].any()
     np.testing.assert_allclose(margin_grad.sum().item(), bias.grad.item(), rtol=1e-5)
 
 
-def test_adagrad_updates_only_touched_rows_with_per_term_settings():
-    table = torch.ones(6, 3)
+def test_adagrad_steps_the_gathered_rows_with_per_term_settings():
+    k = 2
+    rows = torch.cat([torch.ones(2, 1 + k), torch.zeros(2, 1 + k)], dim=1)  # parameters, then accumulators
     bias = torch.zeros(1)
     settings = StepSettings(bias_lr=0.5, bias_wd=0.0, linear_lr=0.1, linear_wd=0.0, factors_lr=0.01, factors_wd=0.0,
                             clip_gradient=None, eps=1e-7)
-    optimizer = TouchedRowsAdaGrad(bias, table, settings)
-    touched = torch.tensor([1, 4])
-    optimizer.step(bias, table, torch.tensor([2.0]), touched, torch.full((2, 3), 3.0), rescale=1.0)
-    # AdaGrad's first step is lr * sign(g) for every parameter.
+    TouchedRowsAdaGrad(bias, 1 + k, settings).step(bias, torch.tensor([2.0]), rows, torch.full((2, 1 + k), 3.0), 1.0)
+    # AdaGrad's first step is lr * sign(g) for every parameter; the accumulators hold g².
     np.testing.assert_allclose(bias.numpy(), [-0.5], rtol=1e-5)
-    np.testing.assert_allclose(table[touched].numpy(), [[0.9, 0.99, 0.99]] * 2, rtol=1e-5)
-    assert torch.equal(table[[0, 2, 3, 5]], torch.ones(4, 3))
-    clipped = TouchedRowsAdaGrad(bias, table, StepSettings(0.5, 0, 0.1, 0, 0.01, 0, clip_gradient=0.5, eps=1e-7))
-    clipped.step(bias, table, torch.tensor([2.0]), touched, torch.full((2, 3), 3.0), rescale=1.0)
-    assert clipped.history[1, 0].item() == pytest.approx(0.25)  # the clipped gradient, squared
+    np.testing.assert_allclose(rows[:, : 1 + k].numpy(), [[0.9, 0.99, 0.99]] * 2, rtol=1e-5)
+    np.testing.assert_allclose(rows[:, 1 + k :].numpy(), 9.0)
+    clipped = dataclasses.replace(settings, clip_gradient=0.5, linear_wd=1.0)
+    rows = torch.cat([torch.ones(1, 1 + k), torch.zeros(1, 1 + k)], dim=1)
+    TouchedRowsAdaGrad(bias, 1 + k, clipped).step(bias, torch.tensor([2.0]), rows, torch.full((1, 1 + k), 0.1), 1.0)
+    # linear: 0.1 + wd * w = 1.1, clipped to 0.5; factors: 0.1 unclipped.
+    np.testing.assert_allclose(rows[0, 1 + k :].numpy(), [0.25, 0.01, 0.01], rtol=1e-5)
 
 
 # --- jobs -----------------------------------------------------------------------------------

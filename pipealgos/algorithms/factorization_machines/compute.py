@@ -44,6 +44,13 @@ class SparseRows:
                    torch.from_numpy(np.asarray(csr.data, dtype=np.float32)).to(device), count)
 
 
+    def localised(self) -> tuple[torch.Tensor, "SparseRows"]:
+        """(the touched features (u,) sorted, this minibatch with each feature replaced by its
+        position among them): a step gathers the u rows once and computes on those."""
+        touched, position = torch.unique(self.features, return_inverse=True)
+        return touched, SparseRows(position, self.rows, self.values, self.count)
+
+
 @dataclass
 class Forward:
     """ŷ per row and what the gradient reuses."""
@@ -54,7 +61,9 @@ class Forward:
 
 
 def forward(bias: torch.Tensor, table: torch.Tensor, batch: SparseRows) -> Forward:
-    scaled = table[batch.features] * batch.values[:, None]
+    """``table``: the rows ``batch.features`` index (the whole table, or a minibatch's touched
+    rows with a :meth:`SparseRows.localised` batch)."""
+    scaled = table.index_select(0, batch.features) * batch.values[:, None]
     sums = torch.zeros(batch.count, table.shape[1], dtype=table.dtype, device=table.device)
     sums.index_add_(0, batch.rows, scaled)
     factor_part = scaled[:, 1:]
@@ -65,13 +74,13 @@ def forward(bias: torch.Tensor, table: torch.Tensor, batch: SparseRows) -> Forwa
     return Forward(margin, scaled, sums)
 
 
-def touched_gradient(batch: SparseRows, fwd: Forward, margin_grad: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(touched features (u,) sorted, their summed gradient (u, 1 + k)) for ``∂L/∂ŷ`` per row."""
+def row_gradient(batch: SparseRows, fwd: Forward, margin_grad: torch.Tensor, table_rows: int) -> torch.Tensor:
+    """The gradient (table_rows, 1 + k) of the rows ``batch.features`` index, for ``∂L/∂ŷ`` per
+    row; with a localised batch, of its touched rows."""
     per_value = margin_grad[batch.rows] * batch.values  # g_r x_e
     grad = torch.empty_like(fwd.scaled)
     grad[:, 0] = per_value
-    grad[:, 1:] = per_value[:, None] * (fwd.sums[batch.rows, 1:] - fwd.scaled[:, 1:])
-    touched, position = torch.unique(batch.features, return_inverse=True)
-    summed = torch.zeros(touched.numel(), grad.shape[1], dtype=grad.dtype, device=grad.device)
-    summed.index_add_(0, position, grad)
-    return touched, summed
+    grad[:, 1:] = per_value[:, None] * (fwd.sums.index_select(0, batch.rows)[:, 1:] - fwd.scaled[:, 1:])
+    summed = torch.zeros(table_rows, grad.shape[1], dtype=grad.dtype, device=grad.device)
+    summed.index_add_(0, batch.features, grad)
+    return summed

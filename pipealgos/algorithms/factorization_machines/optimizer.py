@@ -46,16 +46,18 @@ class StepSettings:
 
 
 class TouchedRowsAdaGrad:
-    """Updates ``bias`` (1,) and ``table`` (d, 1 + k) in place; column 0 of the table is the
-    linear term, the others the factors."""
+    """AdaGrad steps on the bias and on rows gathered from the job's ``state`` table
+    (d, 2 (1 + k)): per row the parameters (column 0 the linear term, then the factors) and
+    their AdaGrad accumulators, side by side, so that a step gathers and scatters each touched
+    row once."""
 
-    def __init__(self, bias: torch.Tensor, table: torch.Tensor, s: StepSettings) -> None:
+    def __init__(self, bias: torch.Tensor, width: int, s: StepSettings) -> None:
         self.s = s
+        self.width = width
         self.bias_history = torch.zeros_like(bias)
-        self.history = torch.zeros_like(table)
-        k = table.shape[1] - 1
-        self.lr = torch.tensor([s.linear_lr] + [s.factors_lr] * k, dtype=table.dtype, device=table.device)
-        self.wd = torch.tensor([s.linear_wd] + [s.factors_wd] * k, dtype=table.dtype, device=table.device)
+        k = width - 1
+        self.lr = torch.tensor([s.linear_lr] + [s.factors_lr] * k, dtype=bias.dtype, device=bias.device)
+        self.wd = torch.tensor([s.linear_wd] + [s.factors_wd] * k, dtype=bias.dtype, device=bias.device)
 
     def _step(self, weights: torch.Tensor, grad: torch.Tensor, history: torch.Tensor, rescale: float,
               lr, wd) -> None:
@@ -66,10 +68,8 @@ class TouchedRowsAdaGrad:
         history += grad * grad
         weights -= lr * grad / torch.sqrt(history + self.s.eps)
 
-    def step(self, bias: torch.Tensor, table: torch.Tensor, bias_grad: torch.Tensor, touched: torch.Tensor,
-             grad: torch.Tensor, rescale: float) -> None:
+    def step(self, bias: torch.Tensor, bias_grad: torch.Tensor, rows: torch.Tensor, grad: torch.Tensor,
+             rescale: float) -> None:
+        """``rows`` (u, 2 (1 + k)): gathered state rows, updated in place; ``grad`` (u, 1 + k)."""
         self._step(bias, bias_grad, self.bias_history, rescale, self.s.bias_lr, self.s.bias_wd)
-        rows, history = table[touched], self.history[touched]
-        self._step(rows, grad, history, rescale, self.lr, self.wd)
-        table[touched] = rows
-        self.history[touched] = history
+        self._step(rows[:, : self.width], grad, rows[:, self.width :], rescale, self.lr, self.wd)
