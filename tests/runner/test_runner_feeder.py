@@ -1,5 +1,5 @@
-"""The Pipe-mode feeder on real FIFOs: content, order, RecordIO wrapping, memory cap, early
-close, and failure before EOF."""
+"""The Pipe-mode feeder on real FIFOs: content, order, RecordIO wrapping, memory cap, the
+start-up buffer, early close, and failure before EOF."""
 
 import os
 import threading
@@ -8,8 +8,11 @@ from pathlib import Path
 
 import pytest
 
+from jobkit import pca_request
 from pipealgos.io.recordio import encode_frame
 from pipealgos.platform.runner.feeder import FeedOptions, PipeFeeder
+from pipealgos.platform.runner.job import parse_job
+from pipealgos.platform.runner.runner import JobRun, RunOptions
 from pipealgos.platform.runner.storage import LocalStore, RetryPolicy, StorageError, StoredObject
 
 
@@ -173,3 +176,71 @@ def test_a_failing_object_is_reported_before_the_fifo_closes(tmp_path):
     assert "channel 'train' on algo-1, epoch 0" in failures[0]
     assert result["data"] == Path(objects[0].uri).read_bytes()
     assert not feeder.is_alive() and not (data_dir / "train_1").exists()
+
+
+class CountingStore(LocalStore):
+    """A local store that counts the bytes it has returned."""
+
+    def __init__(self) -> None:
+        self.fetched = 0
+        self.lock = threading.Lock()
+
+    def read_range(self, uri, start, end):
+        data = super().read_range(uri, start, end)
+        with self.lock:
+            self.fetched += len(data)
+        return data
+
+
+def wait_until_steady(read, timeout: float = 10.0, quiet: float = 0.3) -> int:
+    """``read()`` once it has not changed for ``quiet`` seconds (fails after ``timeout``)."""
+    deadline = time.monotonic() + timeout
+    value, since = read(), time.monotonic()
+    while time.monotonic() < deadline:
+        time.sleep(0.02)
+        now = read()
+        if now != value:
+            value, since = now, time.monotonic()
+        elif time.monotonic() - since >= quiet:
+            return value
+    raise AssertionError(f"still changing after {timeout} s (last {value})")
+
+
+def test_epoch_0_fills_the_startup_buffer_before_the_reader_arrives(tmp_path):
+    """Fetching starts with the feeder, up to ``startup_buffer`` (not the smaller steady
+    ``memory_cap``) while no reader has opened the FIFO, and the stream is still whole."""
+    chunk = 4096
+    objects = make_objects(tmp_path / "src", [50_000] * 20)
+    store = CountingStore()
+    options = FeedOptions(workers=4, chunk_size=chunk, memory_cap=4 * chunk, startup_buffer=40 * chunk)
+    feeder, data_dir, failures = start_feeder(tmp_path, objects, store=store, options=options)
+    try:
+        held = wait_until_steady(lambda: store.fetched)
+        assert options.startup_buffer - chunk <= held <= options.startup_buffer
+        assert feeder.stats.bytes == 0  # nothing written: no reader yet
+        assert read_fifo(data_dir / "train_0") == b"".join(Path(o.uri).read_bytes() for o in objects)
+    finally:
+        feeder.stop()
+        feeder.join(5)
+    assert not failures
+
+
+def test_without_a_startup_buffer_epoch_0_prefetches_only_the_memory_cap(tmp_path):
+    chunk = 4096
+    objects = make_objects(tmp_path / "src", [50_000] * 4)
+    store = CountingStore()
+    options = FeedOptions(workers=4, chunk_size=chunk, memory_cap=4 * chunk)
+    feeder, data_dir, _ = start_feeder(tmp_path, objects, store=store, options=options)
+    try:
+        assert 0 < wait_until_steady(lambda: store.fetched) <= options.memory_cap
+    finally:
+        feeder.stop()
+        feeder.join(5)
+
+
+def test_the_jobs_startup_buffer_is_shared_by_its_feeders():
+    job = parse_job(pca_request("share", "/nowhere/", "/nowhere-out/", mode="Pipe", hosts=4))
+    feed = FeedOptions(memory_cap=1 << 20)
+    assert JobRun(job, RunOptions(feed=feed, startup_buffer=64 << 20))._feed_options().startup_cap == 16 << 20
+    # A share below the steady cap is raised to it: a feeder never holds less than memory_cap.
+    assert JobRun(job, RunOptions(feed=feed, startup_buffer=1 << 20))._feed_options().startup_cap == 1 << 20

@@ -19,9 +19,13 @@ channel is. The pipe buffer is widened as the reader's side does it
 * A range that still fails after the retries fails the job: ``on_failure`` (the runner kills
   the host) runs *before* the FIFO is closed, so the algorithm never sees a short epoch as EOF.
 
-Only epoch 0 is prefetched before the algorithm opens its FIFO (the time-to-first-byte that
-matters); later epochs start fetching when their FIFO is opened, so a job that reads one
-pass never downloads a second.
+Epoch 0 starts fetching as soon as the feeder starts (the runner starts feeders when the job
+starts, before any ``train`` process), so the download overlaps the hosts' start-up (Python
+and torch imports, seconds). Until the algorithm opens the FIFO the fetcher may hold up to
+``FeedOptions.startup_buffer`` bytes (a bigger cap than ``memory_cap``, since nothing drains
+it yet); once the reader opens it, fetching resumes only below ``memory_cap``, so memory falls
+back to the steady cap as the reader catches up. Later epochs start fetching when their FIFO
+is opened, so a job that reads one pass never downloads a second.
 """
 
 from __future__ import annotations
@@ -50,10 +54,21 @@ class FeedError(RuntimeError):
 
 @dataclass(frozen=True)
 class FeedOptions:
+    """How one (host, channel) feed fetches: ``workers`` parallel ranged GETs of ``chunk_size``
+    bytes, at most ``memory_cap`` bytes fetched ahead of the reader; before the reader opens
+    epoch 0's FIFO, at most ``startup_buffer`` bytes (None: ``memory_cap``; see the module
+    docstring)."""
+
     workers: int = 8
     chunk_size: int = 8 << 20
     memory_cap: int = 64 << 20
     retry: RetryPolicy = field(default_factory=RetryPolicy)
+    startup_buffer: int | None = None
+
+    @property
+    def startup_cap(self) -> int:
+        """Bytes epoch 0 may fetch before its reader arrives: never below ``memory_cap``."""
+        return max(self.memory_cap, self.startup_buffer or 0)
 
 
 @dataclass(frozen=True)
@@ -86,12 +101,14 @@ def pieces(objects: Sequence[StoredObject], chunk_size: int, wrap_recordio: bool
 
 
 class OrderedFetcher:
-    """Fetches pieces in parallel, yields (piece, data) in order, ``memory_cap`` bytes ahead at most."""
+    """Fetches pieces in parallel, yields (piece, data) in order, ``cap`` bytes ahead at most
+    (``options.memory_cap`` unless given; :meth:`settle` lowers a start-up cap to it)."""
 
-    def __init__(self, store: ObjectStore, todo: Iterator[Piece], options: FeedOptions) -> None:
+    def __init__(self, store: ObjectStore, todo: Iterator[Piece], options: FeedOptions, cap: int | None = None) -> None:
         self._store = store
         self._todo = todo
         self._options = options
+        self._cap = options.memory_cap if cap is None else cap
         self._next: Piece | None = next(todo, None)
         self._window: deque[tuple[Piece, Future]] = deque()
         self._held = 0
@@ -105,10 +122,16 @@ class OrderedFetcher:
         return read_range_with_retry(self._store, piece.obj.uri, piece.start, piece.end, self._options.retry,
                                      self._cancelled.is_set)
 
+    def settle(self) -> None:
+        """From now on fetch ahead only up to ``memory_cap`` (the reader has arrived)."""
+        self._cap = self._options.memory_cap
+
     def _fill(self) -> None:
-        limit = 4 * self._options.workers
+        # Bytes are bounded by the cap; the count limit only bounds the futures of short pieces
+        # (objects' tails, empty objects), with room for the cap to fill with tails between chunks.
+        limit = 4 * self._options.workers + 2 * (self._cap // max(1, self._options.chunk_size))
         while self._next is not None and len(self._window) < limit and (
-                not self._window or self._held + self._next.length <= self._options.memory_cap):
+                not self._window or self._held + self._next.length <= self._cap):
             piece = self._next
             self._window.append((piece, self._pool.submit(self._fetch, piece)))
             self._held += piece.length
@@ -199,12 +222,13 @@ class PipeFeeder(threading.Thread):
         fd = None
         try:
             if epoch == 0:
-                fetcher = self._fetcher(epoch)
+                fetcher = self._fetcher(epoch, self.options.startup_cap)
             fd = self._open_writer(path)
             if fd is None:
                 return False
             if epoch == 0:
                 self.stats.reader_opened_at = time.monotonic()
+                fetcher.settle()
             if fetcher is None:
                 fetcher = self._fetcher(epoch)
             stream = self._new_map(epoch)
@@ -239,9 +263,9 @@ class PipeFeeder(threading.Thread):
         self._maps.pop(epoch - 3, None)
         return self._maps[epoch]
 
-    def _fetcher(self, epoch: int) -> OrderedFetcher:
+    def _fetcher(self, epoch: int, cap: int | None = None) -> OrderedFetcher:
         todo = pieces(self.objects_for_epoch(epoch), self.options.chunk_size, self.wrap_recordio)
-        self._active = OrderedFetcher(self.store, todo, self.options)
+        self._active = OrderedFetcher(self.store, todo, self.options, cap)
         return self._active
 
     def _open_writer(self, path: Path) -> int | None:
