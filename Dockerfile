@@ -15,10 +15,11 @@
 # torch comes from TORCH_INDEX_URL and the rest from PyPI.
 ARG BASE_IMAGE=docker.io/library/debian:bookworm-slim
 
-# Builder: the pipealgos wheel, with its C kernel (pipealgos/io/_sparse_kernel.c) compiled by
-# the base's own gcc against its own Python. Only the wheel leaves this stage, so the image
-# itself carries no compiler. The kernel is an optional extension (a build without a compiler
-# falls back to numpy), so the wheel is checked for it here: a failed compile fails the build.
+# Builder: the pipealgos wheel, with its C kernels (the sparse decoder's and random cut forest's
+# scorer) compiled by the base's own gcc against its own Python. Only the wheel leaves this
+# stage, so the image itself carries no compiler. The kernels are optional extensions (a build
+# without a compiler falls back to numpy), so the wheel is checked for them here: a failed
+# compile fails the build.
 FROM ${BASE_IMAGE} AS builder
 ARG WHEELS_ONLY=
 RUN apt-get update \
@@ -31,8 +32,10 @@ RUN python3 -m venv /tmp/build-env \
  && /tmp/build-env/bin/pip install -q --disable-pip-version-check ${WHEELS_ONLY:+--no-index} --only-binary=:all: \
         --find-links /tmp/wheels "setuptools>=68" \
  && /tmp/build-env/bin/pip wheel --disable-pip-version-check --no-deps --no-build-isolation -w /tmp/dist /tmp/src
-RUN /tmp/build-env/bin/python -m zipfile -l /tmp/dist/pipealgos-*.whl | grep -q "pipealgos/io/_sparse_kernel\..*\.so" \
- || { echo "the pipealgos wheel was built without its C kernel (see the compiler output above)" >&2; exit 1; }
+RUN for kernel in pipealgos/io/_sparse_kernel pipealgos/algorithms/random_cut_forest/_score_kernel; do \
+      /tmp/build-env/bin/python -m zipfile -l /tmp/dist/pipealgos-*.whl | grep -q "$kernel\..*\.so" \
+      || { echo "the pipealgos wheel was built without $kernel (see the compiler output above)" >&2; exit 1; }; \
+    done
 
 FROM ${BASE_IMAGE}
 

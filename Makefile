@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 
 venv: $(STAMP)
 
-$(STAMP): pyproject.toml setup.py pipealgos/io/_sparse_kernel.c
+$(STAMP): pyproject.toml setup.py pipealgos/io/_sparse_kernel.c pipealgos/algorithms/random_cut_forest/_score_kernel.c
 	test -x $(VPY) || $(PY) -m venv $(VENV)
 	$(VPY) -m pip install -q --upgrade pip
 	# Pinned: 2.13.0 is the CPU wheel on disk; an unpinned torch pulls a multi-GB CUDA build.

@@ -20,7 +20,7 @@ from pipealgos.algorithms.factorization_machines import sagemaker as factorizati
 from pipealgos.algorithms.lda import sagemaker as lda_sagemaker
 from pipealgos.algorithms.linear_learner import sagemaker as linear_learner_sagemaker
 from pipealgos.algorithms.ntm import sagemaker as ntm_sagemaker
-from pipealgos.algorithms import lda
+from pipealgos.algorithms import lda, random_cut_forest
 from pipealgos.algorithms import ntm
 
 from .hyperparameters import Schema
@@ -29,6 +29,7 @@ from .schemas import kmeans as kmeans_schema
 from .schemas import lda as lda_schema
 from .schemas import linear_learner as linear_learner_schema
 from .schemas import pca as pca_schema
+from .schemas import randomcutforest as randomcutforest_schema
 from .sagemaker_format import SageMakerFormat
 from .schemas import ntm as ntm_schema
 
@@ -222,6 +223,21 @@ ALGORITHMS: dict[str, AlgorithmSpec] = {
                                     planted="topics", floor=0.9),
             sagemaker_format=SageMakerFormat(ntm_sagemaker.to_sagemaker, ntm_sagemaker.from_sagemaker,
                                              ntm_sagemaker.is_sagemaker),
+        ),
+        AlgorithmSpec(
+            name=random_cut_forest.NAME,
+            schema=randomcutforest_schema.SCHEMA,
+            train=random_cut_forest.train,
+            model_type=random_cut_forest.RandomCutForestModel,
+            response_key="scores",
+            outputs=("score",),
+            channels=(ChannelRule("train", required=True, distribution=SHARDED),
+                      ChannelRule("test", label_size=1, distribution=REPLICATED)),
+            devices=("cpu",),  # SageMaker's RCF is CPU only; scoring is bound by tree walks, not FLOPs
+            sparse_input=True,
+            aliases=("random_cut_forest", "rcf"),
+            conformance=Conformance({"feature_dim": "6", "num_trees": "50", "num_samples_per_tree": "64",
+                                     "mini_batch_size": "50"}, planted="anomalies", floor=0.9),
         ),
     )
 }

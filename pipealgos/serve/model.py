@@ -26,12 +26,14 @@ from typing import Any
 
 import numpy as np
 
+from pipealgos.io import DataError
 from pipealgos.io.minibatch import Features
 from pipealgos.io.mxnet_module import MODEL_FILE
 from pipealgos.platform.model_store import MANIFEST, ModelFormatError, StoredModel, load_model
 from pipealgos.platform.registry import AlgorithmSpec, get_algorithm
 from pipealgos.platform.sagemaker_artifact import is_sagemaker_model_dir, load_sagemaker_model
 
+from .formats import BadRequest
 from .settings import max_extracted_model_bytes
 
 ARCHIVE = "model.tar.gz"
@@ -64,8 +66,12 @@ class ServedModel:
     def predict(self, features: Features) -> tuple[dict[str, np.ndarray], tuple[str, ...]]:
         """One model call for all rows. Returns the outputs and their keys in the registry's
         order; a declared output may be absent (a linear-learner regressor has no
-        ``predicted_label``), an undeclared one is a bug."""
-        result = self.model.predict(features)
+        ``predicted_label``), an undeclared one is a bug. A :class:`DataError` the model raises
+        about the records is the client's: a 400 naming the record."""
+        try:
+            result = self.model.predict(features)
+        except DataError as exc:
+            raise BadRequest(str(exc)) from None
         n = features.shape[0]
         keys = tuple(key for key in self.spec.outputs if key in result)
         extra = sorted(set(result) - set(self.spec.outputs))

@@ -58,13 +58,14 @@ def _by_name(specs):
     return pytest.mark.parametrize("spec", specs, ids=[s.name for s in specs])
 
 
-def synthetic(spec: AlgorithmSpec, n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray | None]:
+def synthetic(spec: AlgorithmSpec, n: int, seed: int = 0, channel: str = "train") -> tuple[np.ndarray, np.ndarray | None]:
+    """Rows for ``channel``, labelled when the algorithm declares that channel labelled."""
     d = int(spec.conformance.hyperparameters["feature_dim"])
     rng = np.random.default_rng(seed)
     profiles = rng.gamma(1.0, 3.0, size=(3, d))
     group = rng.integers(0, 3, n)
     features = rng.poisson(profiles[group]).astype(np.float32)
-    labels = (group == 0).astype(np.float32) if spec.channel("train").label_size else None
+    labels = (group == 0).astype(np.float32) if spec.channel(channel).label_size else None
     return features, labels
 
 
@@ -83,7 +84,7 @@ def train_job(spec: AlgorithmSpec, root: Path, mode: str = "File", hyperparamete
     channel); returns the exit status."""
     hp = dict(spec.conformance.hyperparameters if hyperparameters is None else hyperparameters)
     x, y = synthetic(spec, ROWS)
-    tx, ty = synthetic(spec, TEST_ROWS, seed=1)
+    tx, ty = synthetic(spec, TEST_ROWS, seed=1, channel="test")
     channels = {name: {"TrainingInputMode": mode} for name in ("train", "test")}
     make_ml_root(root, hp, channels)
     parts = [recordio_bytes(x[c], None if y is None else y[c]) for c in np.array_split(np.arange(ROWS), 3)]
