@@ -58,11 +58,17 @@ class Param:
     def describe(self) -> str:
         parts = []
         if self.choices:
-            parts.append("one of " + ", ".join(map(str, self.choices)))
+            parts.append(("a list of items, each " if self.kind is list else "") + "one of " + ", ".join(map(str, self.choices)))
         if self.low is not None or self.high is not None:
             lo = "" if self.low is None else f"{'>' if self.low_open else '>='} {self.low:g}"
             hi = "" if self.high is None else f"{'<' if self.high_open else '<='} {self.high:g}"
-            parts.append(f"a{'n integer' if self.kind is int else ' number'} " + " and ".join(p for p in (lo, hi) if p))
+            bounds = " and ".join(p for p in (lo, hi) if p)
+            if self.kind is list:
+                parts.append(f"a list of integers {bounds} (JSON [30, 20] or 30,20)")
+            else:
+                parts.append(f"a{'n integer' if self.kind is int else ' number'} {bounds}")
+        elif self.kind is list and self.item_kind is int:
+            parts.append("a list of integers (JSON [30, 20] or 30,20)")
         elif self.kind is int:
             parts.append("an integer")
         elif self.kind is float:
@@ -114,7 +120,13 @@ class Param:
 
     def _item(self, item: Any) -> Any:
         if self.item_kind is int:
-            return int(item)
+            # Whole numbers only: 30.5, true or "abc" are refused, not truncated to 30 or 1.
+            if isinstance(item, bool) or not isinstance(item, (int, float, str)):
+                raise ValueError(item)
+            number = float(item) if isinstance(item, str) and "." in item else item
+            if isinstance(number, float) and not number.is_integer():
+                raise ValueError(item)
+            return int(number)
         return str(item).strip()
 
     def _check(self, value: Any, raw: Any) -> None:

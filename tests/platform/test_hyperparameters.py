@@ -75,3 +75,9 @@ def test_pca_schema_as_the_sdk_sends_it():
                         "epochs": "1", "force_dense": "True"})
     assert values == {"feature_dim": 50, "num_components": 5, "mini_batch_size": 500,
                       "algorithm_mode": "randomized", "subtract_mean": True, "extra_components": -1}
+
+
+@pytest.mark.parametrize("text", ["[30.5]", "[true]", "[30, abc]", "30,x"])
+def test_integer_list_items_must_be_whole_numbers(text):
+    with pytest.raises(HyperparameterError, match="a list of integers"):
+        SCHEMA.parse({"k": "1", "layers": text})
