@@ -9,6 +9,8 @@ import dataclasses
 import io
 import json
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -357,3 +359,43 @@ def test_init_methods_reach_the_model(tmp_path):
     arrays = load_model(tmp_path / "model").arrays
     assert arrays["w0_weight"].tolist() == [1.5] and np.all(arrays["w1_weight"] == -0.25)
     assert np.abs(arrays["v"]).max() <= 0.01 and np.abs(arrays["v"]).max() > 0.005
+
+
+# --- memory ---------------------------------------------------------------------------------
+
+_MEMORY_SCRIPT = """
+import resource, sys
+import numpy as np, scipy.sparse as sp
+from pipealgos.algorithms import factorization_machines as fm
+from pipealgos.algorithms.base import TrainingContext
+from pipealgos.io import Minibatch
+from pipealgos.platform.schemas.factorization_machines import SCHEMA
+from pipealgos.testing import MemoryChannels, RecordingReport
+
+dim, factors = int(sys.argv[1]), int(sys.argv[2])
+rng = np.random.default_rng(0)
+x = sp.csr_matrix((np.ones(2000 * 20, np.float32), rng.integers(0, dim, 2000 * 20), np.arange(0, 2000 * 20 + 1, 20)),
+                  shape=(2000, dim))
+x.sum_duplicates()
+y = rng.integers(0, 2, 2000).astype(np.float32)
+channels = MemoryChannels({"train": [Minibatch(x[i : i + 500], y[i : i + 500]) for i in range(0, 2000, 500)]})
+params = SCHEMA.build({"feature_dim": dim, "num_factors": factors, "predictor_type": "binary_classifier",
+                       "mini_batch_size": 100, "epochs": 2})
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+model = fm.train(params, TrainingContext(channels, RecordingReport(), sparse_input=True))
+after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+print((after - before) * 1024, model.feature_dim)
+"""
+
+
+def test_a_ten_million_feature_model_trains_in_the_memory_of_its_parameters():
+    """Peak memory grows by the parameters and their AdaGrad state (2 x 4 bytes x feature_dim x
+    (1 + num_factors)) plus a small allowance: nothing per minibatch is sized by feature_dim."""
+    dim, factors = 10_000_000, 2
+    done = subprocess.run([sys.executable, "-c", _MEMORY_SCRIPT, str(dim), str(factors)], capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    grown, width = map(int, done.stdout.split())
+    state = 2 * 4 * dim * (1 + factors)
+    assert width == dim
+    assert grown <= state + 64 * 2**20, f"peak grew by {grown / 2**20:.0f} MiB for {state / 2**20:.0f} MiB of state"
