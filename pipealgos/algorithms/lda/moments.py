@@ -51,6 +51,7 @@ from ..tensors import sparse_csr_tensor
 
 OVERSAMPLING = 10  # range-finder columns beyond twice the whitening rank
 V_CHUNK = 8192  # vocabulary rows per step when summing the diagonal corrections of E3
+PAIR_ELEMENTS = 1 << 22  # z⊗z values formed at once in the third-moment update (32 MB of float64)
 
 
 def sketch_columns(whitening_rank: int, vocabulary: int) -> int:
@@ -164,9 +165,8 @@ class SketchPass:
         sums = batch.transpose_times(torch.stack([batch.w1, batch.w2], dim=1))
         self.m1_sum += sums[:, 0]
         self.s2 += sums[:, 1]
-        if self.test_matrix.shape[1]:
-            projected = batch.times(self.test_matrix) * batch.w2[:, None]
-            self.sketch += batch.transpose_times(projected) - sums[:, 1:2] * self.test_matrix
+        if self.test_matrix.shape[1]:  # Σ c (cᵀG)/(L(L−1)); the diag(c)·G part is s2·G, applied once at the end
+            self.sketch += batch.transpose_times(batch.times(self.test_matrix) * batch.w2[:, None])
 
     def merge_hosts(self) -> None:
         counts, self.m1_sum, self.s2, self.sketch = all_reduce(
@@ -179,7 +179,8 @@ class SketchPass:
     def m2_times_test_matrix(self, alpha0: float) -> torch.Tensor:
         """M2·G, M2 = E2 − α0/(α0+1)·E1E1ᵀ."""
         m1 = self.m1()
-        return self.sketch / self.counts.m2 - (alpha0 / (alpha0 + 1)) * torch.outer(m1, m1 @ self.test_matrix)
+        e2_g = (self.sketch - self.s2[:, None] * self.test_matrix) / self.counts.m2
+        return e2_g - (alpha0 / (alpha0 + 1)) * torch.outer(m1, m1 @ self.test_matrix)
 
     def range_basis(self, alpha0: float) -> torch.Tensor:
         """Q = orth(M2·G) (V×p): the randomised range finder's basis, or, with G the previous
@@ -212,8 +213,11 @@ class SecondPass:
     def add(self, batch: CountBatch) -> None:
         z = batch.times(self.basis)
         self.second += z.T @ (batch.w2[:, None] * z)
-        pairs = (z[:, :, None] * z[:, None, :]).reshape(len(z), -1)
-        self.third += (batch.w3[:, None] * z).T @ pairs
+        rows = max(1, PAIR_ELEMENTS // z.shape[1] ** 2)
+        for start in range(0, len(z), rows):  # the z⊗z rows in slices of bounded memory
+            part = z[start : start + rows]
+            pairs = (part[:, :, None] * part[:, None, :]).reshape(len(part), -1)
+            self.third += (batch.w3[start : start + rows, None] * part).T @ pairs
         sums = batch.transpose_times(torch.cat([batch.w3[:, None] * z, batch.w3[:, None]], dim=1))
         self.cross += sums[:, :-1]
         self.s3 += sums[:, -1]

@@ -20,7 +20,7 @@ from .moments import CountBatch, SecondPass, SketchPass, random_test_matrix, ske
 
 NAME = "lda"
 EXTRA_TOPICS = 0.25  # the spec: 25 % more topics are computed, those with the largest alpha kept
-ROWS_PER_STEP = 4096  # documents per moment update (bounds the minibatch temporaries, see _batches)
+ROWS_PER_STEP = 16384  # documents per moment update: each costs O(V·p) besides its words, so not too few
 
 
 def whitening_rank(params: Params) -> int:
