@@ -13,6 +13,9 @@ reader. Once data flows, a writer that stays attached but sends nothing for
 the FIFO and the bytes read so far, instead of waiting without limit.
 
 Gzip input is recognised by its magic bytes in either mode.
+
+RecordIO-protobuf is decoded on ``PIPEALGOS_DECODE_THREADS`` threads per channel (default 1;
+:mod:`pipealgos.io.parallel`), in order; CSV on one.
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ from typing import BinaryIO
 from .csv import CsvDecoder
 from .errors import DataError
 from .minibatch import Minibatch, rebatch
+from .parallel import decode_stream_parallel, decode_threads_from_env
 from .protobuf import RecordDecoder
 from .stream import decode_stream
 
@@ -121,7 +125,8 @@ class ChannelSpec:
     appear and deliver its first byte; ``pipe_stall_timeout`` bounds each wait for more data
     once it flows. The stall timeout defaults to ``PIPEALGOS_PIPE_STALL_TIMEOUT`` (read when
     the spec is made, through :func:`timeout_from_env`), so the setting works wherever specs
-    are made; pass it to override.
+    are made; pass it to override. ``decode_threads`` (RecordIO-protobuf only) likewise
+    defaults to ``PIPEALGOS_DECODE_THREADS``.
     """
 
     name: str
@@ -132,6 +137,7 @@ class ChannelSpec:
     pipe_timeout: float = DEFAULT_PIPE_TIMEOUT
     pipe_stall_timeout: float = field(
         default_factory=lambda: timeout_from_env(STALL_TIMEOUT_ENV, DEFAULT_STALL_TIMEOUT))
+    decode_threads: int = field(default_factory=decode_threads_from_env)
 
     @property
     def parsed_type(self) -> ContentType:
@@ -347,10 +353,12 @@ def iter_blocks(spec: ChannelSpec, epoch: int, feature_dim: int | None = None) -
         try:
             stream = _inflate_if_gzip(stream)
             if ctype.is_csv:
-                decoder = CsvDecoder(source, spec.csv_label_size(), feature_dim)
+                blocks = decode_stream(stream, CsvDecoder(source, spec.csv_label_size(), feature_dim))
+            elif spec.decode_threads > 1:
+                blocks = decode_stream_parallel(stream, source, feature_dim, spec.decode_threads)
             else:
-                decoder = RecordDecoder(source, feature_dim)
-            for block in decode_stream(stream, decoder):
+                blocks = decode_stream(stream, RecordDecoder(source, feature_dim))
+            for block in blocks:
                 feature_dim = block.feature_dim
                 yield block
         except DataError as exc:

@@ -41,11 +41,12 @@ def read_full(stream: BinaryIO, view: memoryview) -> int:
     return filled
 
 
-def decode_stream(stream: BinaryIO, decoder: BufferDecoder, buffer_size: int = DEFAULT_BUFFER) -> Iterator[Minibatch]:
-    """Yield the blocks ``decoder`` makes of everything ``stream`` holds."""
+def decode_stream(stream: BinaryIO, decoder: BufferDecoder, buffer_size: int = DEFAULT_BUFFER,
+                  base: int = 0) -> Iterator[Minibatch]:
+    """Yield the blocks ``decoder`` makes of everything ``stream`` holds; ``base`` is the
+    offset of the stream's first byte in the source (what error messages count from)."""
     buf = aligned_buffer(buffer_size)
     end = 0  # valid bytes in buf
-    base = 0  # stream offset of buf[0]
     at_eof = False
     while True:
         if not at_eof:
@@ -64,7 +65,7 @@ def decode_stream(stream: BinaryIO, decoder: BufferDecoder, buffer_size: int = D
             buf = grown
         elif pos:
             buf[:tail] = buf[pos:end]
-        base += pos
+        base += pos  # stream offset of buf[0]
         end = tail
 
 

@@ -1,0 +1,251 @@
+"""RecordIO-protobuf decoded on several threads, in order.
+
+One reading thread cuts the stream into chunks of whole records (at frame boundaries where a
+record starts) and hands each to a pool of decoding threads, each chunk to a fresh
+:class:`RecordDecoder`; the blocks come back in stream order. The decoder's dense and sparse
+fast paths spend their time in numpy and in the C kernel, which release the GIL, so the
+threads run at once.
+
+Finding the cuts is a walk over frame headers; a run of frames of one size (dense records)
+is checked in one numpy comparison rather than frame by frame, so cutting costs little.
+
+The single-threaded decoder stays the reference. A chunk's results are accepted only when
+they agree with what came before (all of it consumed, the same feature count, labels on all
+records or none); otherwise, or when a chunk fails to decode or its framing is corrupt, the
+rest of the stream from that chunk on is decoded by one decoder primed with the state of the
+chunks before it. Errors therefore carry the same record index, byte offset and message as
+the single-threaded path gives.
+
+The thread count is ``PIPEALGOS_DECODE_THREADS`` (default 1: see
+:func:`decode_threads_from_env` for the measured reason).
+"""
+
+from __future__ import annotations
+
+import os
+from collections import deque
+from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import BinaryIO
+
+import numpy as np
+
+from .errors import DataError
+from .minibatch import Minibatch
+from .protobuf import RecordDecoder
+from .recordio import FIRST, LENGTH_MASK, MAGIC, WHOLE, padded_length
+from .stream import DEFAULT_BUFFER, aligned_buffer, decode_stream, read_full
+
+DECODE_THREADS_ENV = "PIPEALGOS_DECODE_THREADS"
+DEFAULT_DECODE_THREADS = 1
+
+
+def decode_threads_from_env() -> int:
+    """Threads decoding each RecordIO-protobuf channel: ``PIPEALGOS_DECODE_THREADS``, default 1.
+
+    The default is 1 because on the 2-core machine this was measured on, torch computes on the
+    other core and a second decoding thread only competes with it (benchmarks/io_decode.py's
+    ``--threads`` column and RESULTS.md show the curve); on a many-core host feeding a GPU, set
+    it to the cores the algorithm leaves idle. Anything but an integer >= 1 is a
+    :class:`DataError` naming the variable."""
+    text = os.environ.get(DECODE_THREADS_ENV, "").strip()
+    if not text:
+        return DEFAULT_DECODE_THREADS
+    if not text.isdigit() or int(text) < 1:
+        raise DataError(f"{DECODE_THREADS_ENV}={text!r} is not a thread count >= 1",
+                        fix=f"Set {DECODE_THREADS_ENV} to a whole number such as 2, or unset it for "
+                        f"{DEFAULT_DECODE_THREADS}")
+    return int(text)
+
+
+def record_cut(buf: np.ndarray, end: int) -> tuple[int, bool]:
+    """(cut, corrupt) for the frames in ``buf[:end]`` (``buf[0]`` a frame start, 4-aligned).
+
+    ``cut`` is the last offset where a record starts (a whole frame or a split record's first
+    piece) such that every frame before it is complete: ``buf[:cut]`` is whole records (the
+    last record is left for the next chunk, since whether it is whole is known only there).
+    ``corrupt`` says the walk met a header without the RecordIO magic (the decoder reports it)."""
+    words = buf[: end - end % 4].view("<u4")
+    pos = cut = 0
+    while end - pos >= 8:
+        if words[pos // 4] != MAGIC:
+            return cut, True
+        lrec = int(words[pos // 4 + 1])
+        flag, stride = lrec >> 29, 8 + padded_length(lrec & LENGTH_MASK)
+        if flag in (WHOLE, FIRST):
+            cut = pos
+        if end - pos < stride:
+            break
+        count = (end - pos) // stride
+        if flag == WHOLE and count > 1:  # a run of frames like this one: check them in one go
+            step = stride // 4
+            first = pos // 4
+            heads = words[first : first + count * step : step]
+            lrecs = words[first + 1 : first + 1 + count * step : step]
+            same = (heads == MAGIC) & (lrecs == lrec)
+            run = count if same.all() else int(np.argmin(same))
+            cut = pos + (run - 1) * stride  # the run's frames are whole records
+            pos += run * stride
+        else:
+            pos += stride
+    return cut, False
+
+
+@dataclass
+class _Chunk:
+    """Whole records ``data`` starting at stream offset ``base``; ``last`` at end of stream."""
+
+    data: np.ndarray
+    base: int
+    last: bool
+
+
+@dataclass
+class _Decoded:
+    blocks: list[Minibatch]
+    consumed: int
+    records: int
+    frames: int
+    feature_dim: int | None
+    has_labels: bool | None
+
+
+@dataclass
+class _State:
+    """What the chunks accepted so far established."""
+
+    records: int = 0
+    frames: int = 0
+    feature_dim: int | None = None
+    has_labels: bool | None = None
+
+    def accepts(self, done: _Decoded, chunk: _Chunk) -> bool:
+        return (done.consumed == len(chunk.data)
+                and (self.feature_dim is None or done.feature_dim in (None, self.feature_dim))
+                and (self.has_labels is None or done.has_labels in (None, self.has_labels)))
+
+    def add(self, done: _Decoded) -> None:
+        self.records += done.records
+        self.frames += done.frames
+        self.feature_dim = done.feature_dim if done.feature_dim is not None else self.feature_dim
+        self.has_labels = done.has_labels if done.has_labels is not None else self.has_labels
+
+    def decoder(self, source: str, feature_dim: int | None) -> RecordDecoder:
+        """A decoder that continues the stream after the accepted chunks, as the single
+        decoder would be at that point (the counts its errors report, the width, labels)."""
+        decoder = RecordDecoder(source, self.feature_dim if self.feature_dim is not None else feature_dim)
+        decoder.has_labels = self.has_labels
+        decoder.frames.records_done = self.records
+        decoder.frames.frames_seen = self.frames
+        return decoder
+
+
+def _decode_chunk(chunk: _Chunk, source: str, feature_dim: int | None) -> _Decoded:
+    decoder = RecordDecoder(source, feature_dim)
+    end = len(chunk.data)
+    blocks, pos, _ = decoder.decode(chunk.data, 0, end, chunk.base, chunk.last)
+    decoder.decode(chunk.data, pos, end, chunk.base, chunk.last)  # raises an error held back for it
+    if chunk.last and pos == end:
+        decoder.finish(chunk.base + end)
+    return _Decoded(blocks, pos, decoder.records, decoder.frames.frames_seen, decoder.feature_dim,
+                    decoder.has_labels)
+
+
+class _Chain(BinaryIO):
+    """``head`` bytes, then the rest of ``stream``."""
+
+    def __init__(self, head: bytes, stream: BinaryIO) -> None:
+        self.head = memoryview(head)
+        self.stream = stream
+
+    def readinto(self, view) -> int:
+        if self.head:
+            n = min(len(view), len(self.head))
+            view[:n] = self.head[:n]
+            self.head = self.head[n:]
+            return n
+        return self.stream.readinto(view)
+
+
+def _chunks(stream: BinaryIO, size: int) -> Iterator[_Chunk]:
+    """The stream as chunks of whole records (the last one holds whatever remains)."""
+    tail = np.empty(0, np.uint8)
+    base = 0
+    while True:
+        buf = aligned_buffer(max(size, 2 * len(tail)))
+        buf[: len(tail)] = tail
+        end = len(tail) + read_full(stream, memoryview(buf)[len(tail):])
+        at_eof = end < len(buf)
+        cut, corrupt = (end, False) if at_eof else record_cut(buf, end)
+        if corrupt:
+            cut = end  # one chunk up to here: its decoder reports the corruption
+        if cut == 0 and not at_eof:  # one record longer than the buffer: read more
+            tail = buf[:end]
+            continue
+        yield _Chunk(buf[:cut], base, at_eof)
+        if at_eof:
+            return
+        base += cut
+        tail = buf[cut:end].copy()
+
+
+def decode_stream_parallel(stream: BinaryIO, source: str, feature_dim: int | None, threads: int,
+                           chunk_size: int = DEFAULT_BUFFER) -> Iterator[Minibatch]:
+    """The blocks of a RecordIO-protobuf ``stream``, decoded on ``threads`` threads, in order."""
+    state = _State()
+    pending: deque[tuple[_Chunk, Future]] = deque()
+    chunks = _chunks(stream, chunk_size)
+    with ThreadPoolExecutor(threads, thread_name_prefix="decode") as pool:
+        try:
+            while True:
+                while len(pending) < 2 * threads and (chunk := next(chunks, None)) is not None:
+                    known = state.feature_dim if state.feature_dim is not None else feature_dim
+                    pending.append((chunk, pool.submit(_decode_chunk, chunk, source, known)))
+                if not pending:
+                    return
+                chunk, future = pending.popleft()
+                try:
+                    done = future.result()
+                except DataError:
+                    done = None
+                if done is None or not state.accepts(done, chunk):
+                    break
+                state.add(done)
+                yield from done.blocks
+                if chunk.last:
+                    return
+        finally:
+            for _, later in pending:
+                later.cancel()
+    # The reference path from the chunk that did not fit on: it reproduces the exact error.
+    rest = b"".join(bytes(c.data) for c in (chunk, *(c for c, _ in pending)))
+    if not (chunk.last or any(c.last for c, _ in pending)):
+        rest_stream: BinaryIO = _Chain(rest, _ChunksTail(chunks))
+    else:
+        rest_stream = _Chain(rest, _Empty())
+    yield from decode_stream(rest_stream, state.decoder(source, feature_dim), base=chunk.base)
+
+
+class _Empty(BinaryIO):
+    def readinto(self, view) -> int:
+        return 0
+
+
+class _ChunksTail(BinaryIO):
+    """The bytes of the chunks not yet cut (their reader's tail and the stream after it)."""
+
+    def __init__(self, chunks: Iterator[_Chunk]) -> None:
+        self.chunks = chunks
+        self.head = memoryview(b"")
+
+    def readinto(self, view) -> int:
+        while not self.head:
+            chunk = next(self.chunks, None)
+            if chunk is None:
+                return 0
+            self.head = memoryview(bytes(chunk.data))
+        n = min(len(view), len(self.head))
+        view[:n] = self.head[:n]
+        self.head = self.head[n:]
+        return n

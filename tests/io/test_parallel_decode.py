@@ -1,0 +1,152 @@
+"""RecordIO-protobuf decoded on several threads (pipealgos.io.parallel): the same blocks, in
+the same order, and the same errors (message, record, offset) as the single decoder, with
+chunks small enough that records, split records and errors fall across chunk boundaries."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+from mlroot import FifoFeeder
+from recordgen import Row, as_dense, split_frames_plain
+
+from pipealgos.io import ChannelSpec, DataError, iter_minibatches, write_dense, write_sparse
+from pipealgos.io.parallel import DECODE_THREADS_ENV, decode_stream_parallel, decode_threads_from_env, record_cut
+from pipealgos.io.protobuf import RecordDecoder
+from pipealgos.io.recordio import encode_frame
+from pipealgos.io.stream import aligned_buffer, decode_stream
+
+RNG = np.random.default_rng(11)
+
+
+def dense_stream(n: int, dim: int = 7, labels: bool = True) -> bytes:
+    out = io.BytesIO()
+    write_dense(out, RNG.standard_normal((n, dim)).astype(np.float32),
+                np.arange(n, dtype=np.float32) if labels else None)
+    return out.getvalue()
+
+
+def sparse_stream(n: int, dim: int = 1000) -> bytes:
+    out = io.BytesIO()
+    write_sparse(out, sp.random(n, dim, density=0.02, format="csr", dtype=np.float32, random_state=3),
+                 np.arange(n, dtype=np.float32))
+    return out.getvalue()
+
+
+def sequential(data: bytes):
+    return list(decode_stream(io.BytesIO(data), RecordDecoder("src")))
+
+
+def parallel(data: bytes, threads: int = 3, chunk: int = 4096, feature_dim=None):
+    return list(decode_stream_parallel(io.BytesIO(data), "src", feature_dim, threads, chunk))
+
+
+def joined(blocks) -> tuple[np.ndarray, np.ndarray | None]:
+    features = np.vstack([as_dense(b.features) for b in blocks])
+    labels = None if blocks[0].labels is None else np.concatenate([b.labels for b in blocks])
+    return features, labels
+
+
+def assert_same_decoding(data: bytes, **kwargs) -> None:
+    want_x, want_y = joined(sequential(data))
+    got_x, got_y = joined(parallel(data, **kwargs))
+    np.testing.assert_array_equal(got_x, want_x)
+    np.testing.assert_array_equal(got_y, want_y)
+
+
+def error_of(decode) -> DataError:
+    with pytest.raises(DataError) as info:
+        decode()
+    return info.value
+
+
+@pytest.mark.parametrize("threads", [1, 2, 4])
+def test_dense_records_come_back_whole_and_in_order(threads):
+    data = dense_stream(3000)
+    assert len(parallel(data, threads)) >= len(data) // 4096 // 2  # really cut into many chunks
+    assert_same_decoding(data, threads=threads)
+
+
+def test_sparse_records_come_back_whole_and_in_order():
+    blocks = parallel(sparse_stream(2000))
+    assert len(blocks) > 10  # many chunks, so order across chunks is really tested
+    assert_same_decoding(sparse_stream(2000))
+
+
+def test_split_records_across_chunk_boundaries():
+    rows = [Row(list(RNG.standard_normal(300).astype(np.float32)), None, 300, label=float(i)) for i in range(40)]
+    data = b"".join(split_frames_plain(r.payload(), [97, 555, 1001]) if i % 3 == 0 else encode_frame(r.payload())
+                    for i, r in enumerate(rows))
+    assert_same_decoding(data, chunk=2048)
+
+
+def test_a_record_longer_than_a_chunk():
+    data = dense_stream(5, dim=5000) + dense_stream(50, dim=5000)
+    assert_same_decoding(data, chunk=4096)
+
+
+def test_cut_is_the_last_record_start_before_an_incomplete_frame():
+    frame = encode_frame(b"\x0a" * 10)  # 8 + 12 bytes
+    buf = aligned_buffer(64)
+    data = frame * 3
+    buf[: len(data)] = np.frombuffer(data, np.uint8)
+    assert record_cut(buf, len(data)) == (40, False)  # the third may continue a split record: left
+    assert record_cut(buf, 50) == (40, False)
+    buf[20:24] = 0  # the second header's magic destroyed
+    assert record_cut(buf, len(data)) == (0, True)
+
+
+@pytest.mark.parametrize("damage", ["bad record", "width", "labels", "truncated", "magic", "nan"])
+def test_errors_are_those_of_the_single_decoder(damage):
+    good = dense_stream(400)
+    if damage == "bad record":
+        data = good + encode_frame(b"\xff\xff\xff") + good
+    elif damage == "width":
+        data = good + dense_stream(10, dim=8)
+    elif damage == "labels":
+        data = good + dense_stream(10, labels=False)
+    elif damage == "truncated":
+        data = good[:-5]
+    elif damage == "magic":
+        data = good[:20000] + b"\x00" * 8 + good[20008:]
+    else:
+        x = np.ones((50, 7), np.float32)
+        x[33, 2] = np.nan
+        out = io.BytesIO()
+        write_dense(out, x, np.ones(50, np.float32))
+        data = good + out.getvalue()
+    want = error_of(lambda: sequential(data))
+    got = error_of(lambda: parallel(data))
+    assert str(got) == str(want)
+    assert (got.record, got.offset) == (want.record, want.offset)
+
+
+def test_every_good_record_before_an_error_is_delivered():
+    good = dense_stream(400)
+    data = good + encode_frame(b"\xff\xff\xff")
+    delivered = []
+    with pytest.raises(DataError):
+        for block in decode_stream_parallel(io.BytesIO(data), "src", None, 2, 4096):
+            delivered.append(block)
+    assert sum(b.size for b in delivered) == 400
+
+
+def test_channel_reads_a_fifo_on_several_threads(tmp_path, monkeypatch):
+    monkeypatch.setenv(DECODE_THREADS_ENV, "3")
+    data = dense_stream(20000)
+    (tmp_path / "input" / "data").mkdir(parents=True)
+    spec = ChannelSpec("train", tmp_path / "input" / "data", mode="Pipe")
+    assert spec.decode_threads == 3
+    FifoFeeder(tmp_path, "train", [data])
+    batches = list(iter_minibatches(spec, 0, 1000))
+    assert [b.size for b in batches] == [1000] * 20
+    np.testing.assert_array_equal(np.concatenate([b.labels for b in batches]), np.arange(20000))
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "two", "1.5"])
+def test_a_bad_thread_count_names_the_setting(monkeypatch, value):
+    monkeypatch.setenv(DECODE_THREADS_ENV, value)
+    with pytest.raises(DataError, match=f"{DECODE_THREADS_ENV}='{value}'"):
+        decode_threads_from_env()
