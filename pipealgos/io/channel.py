@@ -42,7 +42,7 @@ from .errors import DataError
 from .minibatch import Minibatch, rebatch
 from .parallel import decode_stream_parallel, decode_threads_from_env
 from .protobuf import RecordDecoder
-from .stream import decode_stream
+from .stream import Replay, decode_stream
 
 F_SETPIPE_SZ = 1031
 PIPE_BUFFER = 1 << 20
@@ -169,30 +169,6 @@ class ChannelSpec:
                             fix="Use File, FastFile or Pipe")
 
 
-class _Replay(BinaryIO):
-    """A stream with already-read leading bytes put back (for sniffing a FIFO)."""
-
-    def __init__(self, head: bytes, rest: BinaryIO) -> None:
-        self.head = head
-        self.rest = rest
-
-    def readinto(self, view) -> int:
-        if self.head:
-            n = min(len(view), len(self.head))
-            view[:n] = self.head[:n]
-            self.head = self.head[n:]
-            return n
-        return self.rest.readinto(view)
-
-    def read(self, size: int = -1) -> bytes:
-        buf = bytearray(size if size >= 0 else 1 << 20)
-        n = self.readinto(memoryview(buf))
-        return bytes(buf[:n])
-
-    def close(self) -> None:
-        self.rest.close()
-
-
 def _inflate_if_gzip(stream: BinaryIO) -> BinaryIO:
     head = b""
     while len(head) < 2:
@@ -200,7 +176,7 @@ def _inflate_if_gzip(stream: BinaryIO) -> BinaryIO:
         if not chunk:
             break
         head += chunk
-    replay = _Replay(head, stream)
+    replay = Replay(head, stream)
     if head == b"\x1f\x8b":
         return gzip.GzipFile(fileobj=replay, mode="rb")
     return replay

@@ -35,7 +35,7 @@ from .errors import DataError
 from .minibatch import Minibatch
 from .protobuf import RecordDecoder
 from .recordio import FIRST, LENGTH_MASK, MAGIC, WHOLE, padded_length
-from .stream import DEFAULT_BUFFER, aligned_buffer, decode_stream, read_full
+from .stream import DEFAULT_BUFFER, Replay, aligned_buffer, decode_stream, read_full
 
 DECODE_THREADS_ENV = "PIPEALGOS_DECODE_THREADS"
 DEFAULT_DECODE_THREADS = 1
@@ -152,22 +152,6 @@ def _decode_chunk(chunk: _Chunk, source: str, feature_dim: int | None) -> _Decod
                     decoder.has_labels)
 
 
-class _Chain(BinaryIO):
-    """``head`` bytes, then the rest of ``stream``."""
-
-    def __init__(self, head: bytes, stream: BinaryIO) -> None:
-        self.head = memoryview(head)
-        self.stream = stream
-
-    def readinto(self, view) -> int:
-        if self.head:
-            n = min(len(view), len(self.head))
-            view[:n] = self.head[:n]
-            self.head = self.head[n:]
-            return n
-        return self.stream.readinto(view)
-
-
 def _chunks(stream: BinaryIO, size: int) -> Iterator[_Chunk]:
     """The stream as chunks of whole records (the last one holds whatever remains)."""
     tail = np.empty(0, np.uint8)
@@ -221,9 +205,9 @@ def decode_stream_parallel(stream: BinaryIO, source: str, feature_dim: int | Non
     # The reference path from the chunk that did not fit on: it reproduces the exact error.
     rest = b"".join(bytes(c.data) for c in (chunk, *(c for c, _ in pending)))
     if not (chunk.last or any(c.last for c, _ in pending)):
-        rest_stream: BinaryIO = _Chain(rest, _ChunksTail(chunks))
+        rest_stream: BinaryIO = Replay(rest, _ChunksTail(chunks))
     else:
-        rest_stream = _Chain(rest, _Empty())
+        rest_stream = Replay(rest, _Empty())
     yield from decode_stream(rest_stream, state.decoder(source, feature_dim), base=chunk.base)
 
 

@@ -30,6 +30,31 @@ class BufferDecoder(Protocol):
     def finish(self, offset: int) -> None: ...
 
 
+class Replay(BinaryIO):
+    """A stream with already-read leading bytes put back: ``head``, then the rest of
+    ``rest`` (sniffing a FIFO for gzip; re-decoding bytes already read)."""
+
+    def __init__(self, head: bytes, rest: BinaryIO) -> None:
+        self.head = memoryview(head)  # sliced without copying
+        self.rest = rest
+
+    def readinto(self, view) -> int:
+        if self.head:
+            n = min(len(view), len(self.head))
+            view[:n] = self.head[:n]
+            self.head = self.head[n:]
+            return n
+        return self.rest.readinto(view)
+
+    def read(self, size: int = -1) -> bytes:
+        buf = bytearray(size if size >= 0 else 1 << 20)
+        n = self.readinto(memoryview(buf))
+        return bytes(buf[:n])
+
+    def close(self) -> None:
+        self.rest.close()
+
+
 def read_full(stream: BinaryIO, view: memoryview) -> int:
     """Fill ``view`` from ``stream``; fewer bytes only at end of stream."""
     filled = 0
