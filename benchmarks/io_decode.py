@@ -46,6 +46,7 @@ from google.protobuf.internal import api_implementation
 import _results
 from pipealgos.io import sparse_run
 from pipealgos.io.channel import open_fifo
+from pipealgos.io.parallel import decode_stream_parallel
 from pipealgos.io.protobuf import RecordDecoder
 from pipealgos.io.stream import aligned_buffer, decode_buffer, decode_stream, read_full
 from pipealgos.io.writer import write_dense, write_sparse
@@ -226,7 +227,25 @@ class _Closing:
         self.source.reap()
 
 
-def measure(ds: DataSet, folder: Path, runs: int) -> dict[str, float]:
+def ours_parallel(ds: DataSet, threads: int) -> Callable:
+    """Decode a stream on ``threads`` threads (pipealgos.io.parallel); check every record came out."""
+
+    def run(source) -> None:
+        try:
+            rows = sum(block.size for block in decode_stream_parallel(source, "bench", None, threads))
+        finally:
+            source.close()
+        if rows != ds.records:
+            raise RuntimeError(f"{ds.name}: decoded {rows} records of {ds.records} on {threads} threads")
+
+    return run
+
+
+def threaded(source: str, threads: int) -> str:
+    return source if threads == 1 else f"{source}, {threads} threads"
+
+
+def measure(ds: DataSet, folder: Path, runs: int, thread_counts: list[int] = (1,)) -> dict[str, float]:
     """Seconds per pass for every (source, reader) pair."""
     path = folder / f"{ds.name.split()[0]}-{len(ds.data)}.pbr"
     path.write_bytes(ds.data)
@@ -244,6 +263,9 @@ def measure(ds: DataSet, folder: Path, runs: int) -> dict[str, float]:
         "fifo": median_time(ours(ds), runs, fifo),
         "raw fifo read": median_time(raw_read(), runs, fifo),
     }
+    for threads in (t for t in thread_counts if t > 1):
+        times[threaded("file", threads)] = median_time(ours_parallel(ds, threads), runs, file)
+        times[threaded("fifo", threads)] = median_time(ours_parallel(ds, threads), runs, fifo)
     if ds.sparse and sparse_run.implementation == "c":  # what a machine without the kernel gets
         sparse_run.implementation = "numpy"
         try:
@@ -260,7 +282,8 @@ def machine() -> str:
                             f"sparse fast path: {sparse_run.implementation} implementation")
 
 
-def report(results: list[tuple[DataSet, dict[str, float]]], options: str) -> tuple[str, bool]:
+def report(results: list[tuple[DataSet, dict[str, float]]], options: str,
+           thread_counts: list[int] = (1,)) -> tuple[str, bool]:
     lines = [
         "## RecordIO-protobuf decoding (`benchmarks/io_decode.py`)",
         "",
@@ -270,23 +293,28 @@ def report(results: list[tuple[DataSet, dict[str, float]]], options: str) -> tup
         "SDK v2 = `read_recordio` + `Record.ParseFromString` + filling numpy/CSR arrays, on the "
         "leading records of the same data.",
         "",
-        "| data | records | MB | source | ours MB/s | ours records/s | baseline | baseline MB/s | ours / baseline |",
-        "|---|---:|---:|---|---:|---:|---|---:|---:|",
+        "| data | records | MB | source | decode threads | ours MB/s | ours records/s | baseline | baseline MB/s "
+        "| ours / baseline |",
+        "|---|---:|---:|---|---:|---:|---:|---|---:|---:|",
     ]
     verdicts, ok = [], True
     for ds, t in results:
         mb = len(ds.data) / 1e6
         rate = {k: mb / v for k, v in t.items()}
         rate["SDK v2"] = ds.sdk_bytes / 1e6 / t["SDK v2"]
-        for source, baselines in (("memory", ("numpy copy", "SDK v2")), ("file", ("raw file read",)),
-                                  ("fifo", ("raw fifo read",)), (NUMPY_FALLBACK, ("SDK v2",))):
-            if source not in t:
+        pairs = [("memory", 1, ("numpy copy", "SDK v2"))]
+        pairs += [(src, n, (base,)) for src, base in (("file", "raw file read"), ("fifo", "raw fifo read"))
+                  for n in thread_counts]
+        pairs.append((NUMPY_FALLBACK, 1, ("SDK v2",)))
+        for source, threads, baselines in pairs:
+            key = threaded(source, threads)
+            if key not in t:
                 continue
             for baseline in baselines:
                 lines.append(
-                    f"| {ds.name} | {ds.records:,} | {mb:.0f} | {source} | {rate[source]:,.0f} | "
-                    f"{ds.records / t[source]:,.0f} | {baseline} | {rate[baseline]:,.0f} | "
-                    f"{rate[source] / rate[baseline]:.2f} |"
+                    f"| {ds.name} | {ds.records:,} | {mb:.0f} | {source} | {threads} | {rate[key]:,.0f} | "
+                    f"{ds.records / t[key]:,.0f} | {baseline} | {rate[baseline]:,.0f} | "
+                    f"{rate[key] / rate[baseline]:.2f} |"
                 )
         if ds.name.startswith("dense 50"):
             checks = [
@@ -295,6 +323,14 @@ def report(results: list[tuple[DataSet, dict[str, float]]], options: str) -> tup
                 ("from a cached file", rate["file"], 1500, "MB/s"),
                 ("from a FIFO / raw FIFO read", rate["fifo"] / rate["raw fifo read"], 0.4, "x"),
             ]
+            most = max(thread_counts)
+            if most > 1:
+                checks += [
+                    (f"from a cached file on {most} decode threads / raw file read (`cat`)",
+                     rate[threaded("file", most)] / rate["raw file read"], 0.5, "x"),
+                    (f"from a FIFO on {most} decode threads / raw FIFO read",
+                     rate[threaded("fifo", most)] / rate["raw fifo read"], 0.8, "x"),
+                ]
         elif ds.sparse:
             checks = [("from memory / SDK v2", rate["memory"] / rate["SDK v2"], 10, "x")]
         else:
@@ -314,7 +350,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sparse-implementation", choices=["c", "numpy"], default="c",
                         help="which implementation of the sparse fast path to measure (default: the compiled "
                         "kernel; numpy: the fallback used where it is not built)")
+    parser.add_argument("--threads", default=f"1,{os.cpu_count() or 1}",
+                        help="comma list of decode thread counts for the file and FIFO sources (default 1 and "
+                        "the core count; pipealgos.io.parallel above 1)")
     args = parser.parse_args(argv)
+    thread_counts = sorted({int(t) for t in args.threads.split(",")} | {1})
     backend = api_implementation.Type()
     print(f"protobuf backend: {backend}")
     if backend != "upb":
@@ -337,13 +377,13 @@ def main(argv: list[str] | None = None) -> int:
         for ds in sets:
             print(f"{ds.name}: {ds.records:,} records, {len(ds.data) / 1e6:.0f} MB ...", flush=True)
             try:
-                results.append((ds, measure(ds, Path(tmp), runs)))
+                results.append((ds, measure(ds, Path(tmp), runs, thread_counts)))
             except FastPathNotTaken as exc:
                 print(f"FAST PATH NOT TAKEN: {exc}", file=sys.stderr)
                 return 1
-    options = (" --quick" if args.quick else "") + (
+    options = (" --quick" if args.quick else "") + f" --threads {','.join(map(str, thread_counts))}" + (
         f" --sparse-implementation {args.sparse_implementation}" if args.sparse_implementation != "c" else "")
-    section, met = report(results, options)
+    section, met = report(results, options, thread_counts)
     print(section)
     if not args.no_record:
         _results.record_section("io_decode", section)

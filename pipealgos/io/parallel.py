@@ -78,7 +78,10 @@ def record_cut(buf: np.ndarray, end: int) -> tuple[int, bool]:
         if end - pos < stride:
             break
         count = (end - pos) // stride
-        if flag == WHOLE and count > 1:  # a run of frames like this one: check them in one go
+        nxt = (pos + stride) // 4
+        # A run of frames like this one (dense records) is checked in one go; numpy's per-call
+        # cost is paid only when the next frame has the same header (not for sparse records).
+        if flag == WHOLE and count > 1 and words[nxt] == MAGIC and words[nxt + 1] == lrec:
             step = stride // 4
             first = pos // 4
             heads = words[first : first + count * step : step]
@@ -99,6 +102,7 @@ class _Chunk:
     data: np.ndarray
     base: int
     last: bool
+    buffer: np.ndarray | None = None  # the read buffer ``data`` lies in, reused once delivered
 
 
 @dataclass
@@ -152,12 +156,30 @@ def _decode_chunk(chunk: _Chunk, source: str, feature_dim: int | None) -> _Decod
                     decoder.has_labels)
 
 
-def _chunks(stream: BinaryIO, size: int) -> Iterator[_Chunk]:
+class _Buffers:
+    """Read buffers handed back once their chunk's blocks were delivered: fresh memory for
+    every chunk cost page faults and cache misses that made two threads slower than one."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.free: list[np.ndarray] = []
+
+    def get(self, size: int) -> np.ndarray:
+        if size <= self.size and self.free:
+            return self.free.pop()
+        return aligned_buffer(max(size, self.size))
+
+    def give_back(self, chunk: _Chunk) -> None:
+        if chunk.buffer is not None and len(chunk.buffer) == self.size:
+            self.free.append(chunk.buffer)
+
+
+def _chunks(stream: BinaryIO, buffers: _Buffers) -> Iterator[_Chunk]:
     """The stream as chunks of whole records (the last one holds whatever remains)."""
     tail = np.empty(0, np.uint8)
     base = 0
     while True:
-        buf = aligned_buffer(max(size, 2 * len(tail)))
+        buf = buffers.get(2 * len(tail))
         buf[: len(tail)] = tail
         end = len(tail) + read_full(stream, memoryview(buf)[len(tail):])
         at_eof = end < len(buf)
@@ -167,11 +189,11 @@ def _chunks(stream: BinaryIO, size: int) -> Iterator[_Chunk]:
         if cut == 0 and not at_eof:  # one record longer than the buffer: read more
             tail = buf[:end]
             continue
-        yield _Chunk(buf[:cut], base, at_eof)
+        tail = buf[cut:end].copy()
+        yield _Chunk(buf[:cut], base, at_eof, buf)
         if at_eof:
             return
         base += cut
-        tail = buf[cut:end].copy()
 
 
 def decode_stream_parallel(stream: BinaryIO, source: str, feature_dim: int | None, threads: int,
@@ -179,7 +201,8 @@ def decode_stream_parallel(stream: BinaryIO, source: str, feature_dim: int | Non
     """The blocks of a RecordIO-protobuf ``stream``, decoded on ``threads`` threads, in order."""
     state = _State()
     pending: deque[tuple[_Chunk, Future]] = deque()
-    chunks = _chunks(stream, chunk_size)
+    buffers = _Buffers(chunk_size)
+    chunks = _chunks(stream, buffers)
     with ThreadPoolExecutor(threads, thread_name_prefix="decode") as pool:
         try:
             while True:
@@ -197,6 +220,7 @@ def decode_stream_parallel(stream: BinaryIO, source: str, feature_dim: int | Non
                     break
                 state.add(done)
                 yield from done.blocks
+                buffers.give_back(chunk)  # blocks are copies: the decoder keeps no view of its input
                 if chunk.last:
                     return
         finally:
