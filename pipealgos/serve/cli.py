@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from pipealgos.platform.config import MLRoot
@@ -12,6 +13,8 @@ def register(subparsers) -> None:
     p = subparsers.add_parser("serve", help="serve the model in <ml-root>/model over HTTP (SageMaker's `serve`)")
     p.add_argument("--ml-root", help="ML root (default: $PIPEALGOS_ML_ROOT, else /opt/ml); the model is its model/")
     p.add_argument("--model-dir", help="serve this model folder instead of <ml-root>/model")
+    p.add_argument("--algorithm", help="algorithm of a model trained by SageMaker (a model_algo-1 without our "
+                                       "manifest.json; default: $PIPEALGOS_ALGORITHM, else found from the file's layout)")
     p.add_argument("--host", default=None,
                    help="address to bind (default: 127.0.0.1, so a model served on a laptop stays off the network; "
                         "0.0.0.0 when serve runs as a container's main process, PID 1, as the image's `serve` does "
@@ -31,6 +34,8 @@ def _serve(args: argparse.Namespace) -> int:
     from .server import run_server
     from .settings import ServeConfigError, default_host, default_port, default_timeout, default_workers
 
+    if args.algorithm:
+        os.environ["PIPEALGOS_ALGORITHM"] = args.algorithm  # the workers load the model and inherit it
     try:
         model_dir = args.model_dir or MLRoot.resolve(args.ml_root).model_dir
         run_server(model_dir, port=args.port or default_port(), workers=args.workers or default_workers(),

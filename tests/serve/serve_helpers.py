@@ -53,12 +53,13 @@ class ServerProcess:
 
 
 def start_server(ml_root: Path, log: Path, env: dict | None = None, workers: int = 2, host: str | None = "127.0.0.1",
-                 port_from_env: bool = True) -> ServerProcess:
+                 port_from_env: bool = True, extra_args: tuple[str, ...] = ()) -> ServerProcess:
     """``serve --ml-root ML_ROOT`` as SageMaker runs it (port from SAGEMAKER_BIND_TO_PORT, or
-    ``--port`` when not ``port_from_env``; ``--host`` unless None); returns once /ping answers 200."""
+    ``--port`` when not ``port_from_env``; ``--host`` unless None; then ``extra_args``); returns
+    once /ping answers 200."""
     port = free_port()
     full_env = {**os.environ, "SAGEMAKER_MODEL_SERVER_WORKERS": str(workers), **(env or {})}
-    command = [str(VENV_BIN / "serve"), "--ml-root", str(ml_root), *(["--host", host] if host else [])]
+    command = [str(VENV_BIN / "serve"), "--ml-root", str(ml_root), *(["--host", host] if host else []), *extra_args]
     if port_from_env:
         full_env["SAGEMAKER_BIND_TO_PORT"] = str(port)
     else:

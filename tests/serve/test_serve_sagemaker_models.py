@@ -35,9 +35,9 @@ def serve_model(tmp_path, monkeypatch):
     monkeypatch.delenv("PIPEALGOS_ALGORITHM", raising=False)
     servers = []
 
-    def start(fill_model_folder, env=None):
+    def start(fill_model_folder, env=None, extra_args=()):
         fill_model_folder(tmp_path / "ml" / "model")
-        servers.append(start_server(tmp_path / "ml", tmp_path / "serve.log", env=env, workers=1))
+        servers.append(start_server(tmp_path / "ml", tmp_path / "serve.log", env=env, workers=1, extra_args=extra_args))
         return servers[-1]
 
     yield start
@@ -61,10 +61,11 @@ def test_real_sagemaker_pca_archive_projects_as_x_minus_mean_times_v(serve_model
     assert server.request("GET", "/ping")[0] == 200
 
 
-def test_kmeans_named_by_pipealgos_algorithm(serve_model):
+@pytest.mark.parametrize("named_by", ["environment", "--algorithm"])
+def test_kmeans_named_by_pipealgos_algorithm(serve_model, named_by):
     centroids = RNG.normal(size=(3, 4)) * 4
-    server = serve_model(lambda folder: write_folder(folder, kmeans_files(centroids)),
-                         env={"PIPEALGOS_ALGORITHM": "kmeans"})
+    how = {"env": {"PIPEALGOS_ALGORITHM": "kmeans"}} if named_by == "environment" else {"extra_args": ("--algorithm", "kmeans")}
+    server = serve_model(lambda folder: write_folder(folder, kmeans_files(centroids)), **how)
     rows = RNG.normal(size=(12, 4)) * 4
     answers = _invoke(server, rows)["predictions"]
     distances = np.linalg.norm(rows[:, None] - centroids.astype(np.float32)[None], axis=2)
