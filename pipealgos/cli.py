@@ -1,4 +1,4 @@
-"""Command line: ``pipealgos train|serve|run|convert|export-model|import-model|inspect``, and the ``train`` / ``serve`` scripts
+"""Command line: ``pipealgos train|serve|run|transform|convert|export-model|import-model|inspect``, and the ``train`` / ``serve`` scripts
 that SageMaker invokes as ``docker run IMAGE train``."""
 
 from __future__ import annotations
@@ -27,12 +27,14 @@ def build_parser() -> argparse.ArgumentParser:
     from pipealgos.io import convert
     from pipealgos.platform import model_tools
     from pipealgos.platform.runner import cli as runner_cli
+    from pipealgos.platform.transform import cli as transform_cli
     from pipealgos.serve import cli as serve_cli
 
     parser = argparse.ArgumentParser(prog="pipealgos", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     _add_train(sub)
-    for register in (serve_cli.register, runner_cli.register, convert.register, model_tools.register):
+    for register in (serve_cli.register, runner_cli.register, transform_cli.register, convert.register,
+                     model_tools.register):
         register(sub)  # each imports its heavy modules only when its command runs
     return parser
 

@@ -18,18 +18,12 @@ def register(subparsers) -> None:
     p = subparsers.add_parser("run", help="run a CreateTrainingJob request (JSON) locally",
                               description=__doc__)
     p.add_argument("job", type=Path, help="JSON file holding the CreateTrainingJob request")
-    p.add_argument("--endpoint-url", help="S3 endpoint for s3:// URIs (default: $AWS_ENDPOINT_URL_S3, else AWS)")
     p.add_argument("--work-dir", type=Path, help="where the hosts' ML roots go (default: a temporary folder)")
     p.add_argument("--keep-work-dir", action="store_true", help="keep the ML roots and host logs afterwards")
     p.add_argument("--workers", type=int, default=8, help="parallel GETs per channel and host (default 8)")
     p.add_argument("--chunk-mb", type=float, default=8, help="size of one ranged GET in MB (default 8)")
     p.add_argument("--memory-cap-mb", type=float, default=64,
                    help="Pipe mode: bytes fetched ahead per channel and host, in MB (default 64)")
-    p.add_argument("--s3-timeout", type=float, default=60.0,
-                   help="seconds an S3 request waits for the server, to connect and for each read (default 60)")
-    p.add_argument("--s3-attempts", type=int, default=5,
-                   help="tries in all for each ranged read before the job fails (default 5); a stalled server "
-                        "fails the job after about attempts x timeout")
     p.add_argument("--stop-grace", type=float, default=120.0,
                    help="seconds between SIGTERM and SIGKILL when MaxRuntimeInSeconds is reached (default 120)")
     p.add_argument("--interrupt-grace", type=float, default=10.0,
@@ -38,10 +32,29 @@ def register(subparsers) -> None:
     p.add_argument("--overwrite", action="store_true",
                    help="replace the artifacts of an earlier job of the same name (refused otherwise, as "
                         "SageMaker refuses a duplicate TrainingJobName)")
+    add_shared_arguments(p)
+    p.set_defaults(func=_run)
+
+
+def add_shared_arguments(p) -> None:
+    """The S3, display and summary options ``run`` shares with ``pipealgos transform``."""
+    p.add_argument("--endpoint-url", help="S3 endpoint for s3:// URIs (default: $AWS_ENDPOINT_URL_S3, else AWS)")
+    p.add_argument("--s3-timeout", type=float, default=60.0,
+                   help="seconds an S3 request waits for the server, to connect and for each read (default 60)")
+    p.add_argument("--s3-attempts", type=int, default=5,
+                   help="tries in all for each ranged read before the job fails (default 5); a stalled server "
+                        "fails the job after about attempts x timeout")
     p.add_argument("--progress", choices=("auto", "tty", "plain"), default="auto",
                    help="status display: redrawn line on a terminal, log lines otherwise (default auto)")
     p.add_argument("--summary", type=Path, help="also write the JSON summary to this file")
-    p.set_defaults(func=_run)
+
+
+def print_summary(summary: dict, path: Path | None) -> None:
+    """The JSON summary on stdout, and in ``path`` when given."""
+    text = json.dumps(summary, indent=2)
+    print(text)
+    if path:
+        path.write_text(text + "\n")
 
 
 def _run(args) -> int:
@@ -68,8 +81,5 @@ def _run(args) -> int:
     run = JobRun(job, options)
     with stop_on_signals(run):
         result = run.run()
-    text = json.dumps(result.summary, indent=2)
-    print(text)
-    if args.summary:
-        args.summary.write_text(text + "\n")
+    print_summary(result.summary, args.summary)
     return result.exit_status

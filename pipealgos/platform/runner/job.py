@@ -40,8 +40,9 @@ GENERIC_IMAGE = "pipealgos"
 ALGORITHM_ENV = "PIPEALGOS_ALGORITHM"
 # Required by the API, meaningless here: a local request may leave them out.
 LOCALLY_OPTIONAL = {"$.RoleArn"}
-# Members whose API pattern demands s3:// but which may be local paths here.
-LOCAL_PATH_MEMBERS = {"S3Uri", "S3OutputPath"}
+# Members whose API pattern demands s3:// but which may be local paths here (ModelDataUrl: the
+# CreateModel request `pipealgos transform` reads beside a transform job).
+LOCAL_PATH_MEMBERS = {"S3Uri", "S3OutputPath", "ModelDataUrl"}
 _TYPE_WORDS = {"str": "a string", "int": "an integer", "float": "a number", "bool": "true or false",
                "dict": "an object", "list": "a list"}
 
@@ -102,12 +103,13 @@ class Job:
 
 # -- the shape, from botocore's service model ------------------------------------------------
 @functools.cache
-def request_shape():
-    """botocore's ``CreateTrainingJobRequest`` shape (loaded once; about 0.1 s)."""
+def request_shape(operation: str = "CreateTrainingJob"):
+    """botocore's input shape of a SageMaker operation, ``CreateTrainingJobRequest`` by default
+    (loaded once per operation; about 0.1 s)."""
     import botocore.session
 
     model = botocore.session.get_session().get_service_model("sagemaker")
-    return model.operation_model("CreateTrainingJob").input_shape
+    return model.operation_model(operation).input_shape
 
 
 def _describe_type(valid_types: list[str]) -> str:
@@ -187,13 +189,15 @@ def _compiled(pattern: str | None) -> re.Pattern | None:
         return None
 
 
-def shape_problems(request: Any) -> list[tuple[str, str]]:
-    """Everything wrong with the request's shape according to botocore's SageMaker model."""
+def shape_problems(request: Any, operation: str = "CreateTrainingJob") -> list[tuple[str, str]]:
+    """Everything wrong with the request's shape according to botocore's SageMaker model
+    (``operation``'s input shape: CreateTrainingJob, or CreateTransformJob / CreateModel for
+    ``pipealgos transform``)."""
     from botocore.validate import ParamValidator
 
     if not isinstance(request, dict):
         return [("$", f"must be an object, got {type(request).__name__}")]
-    shape = request_shape()
+    shape = request_shape(operation)
     report = ParamValidator().validate(request, shape)
     problems = [_validator_problem(kind, name, info) for kind, name, info in report._errors]
     return [p for p in problems if p is not None] + _constraint_problems(request, shape, "$")
