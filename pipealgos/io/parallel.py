@@ -139,9 +139,7 @@ class _State:
         """A decoder that continues the stream after the accepted chunks, as the single
         decoder would be at that point (the counts its errors report, the width, labels)."""
         decoder = RecordDecoder(source, self.feature_dim if self.feature_dim is not None else feature_dim)
-        decoder.has_labels = self.has_labels
-        decoder.frames.records_done = self.records
-        decoder.frames.frames_seen = self.frames
+        decoder.resume(self.records, self.frames, self.has_labels)
         return decoder
 
 
@@ -152,7 +150,7 @@ def _decode_chunk(chunk: _Chunk, source: str, feature_dim: int | None) -> _Decod
     decoder.decode(chunk.data, pos, end, chunk.base, chunk.last)  # raises an error held back for it
     if chunk.last and pos == end:
         decoder.finish(chunk.base + end)
-    return _Decoded(blocks, pos, decoder.records, decoder.frames.frames_seen, decoder.feature_dim,
+    return _Decoded(blocks, pos, decoder.records, decoder.frames_seen, decoder.feature_dim,
                     decoder.has_labels)
 
 

@@ -232,6 +232,17 @@ class RecordDecoder:
     def records(self) -> int:
         return self.frames.records_done
 
+    @property
+    def frames_seen(self) -> int:
+        return self.frames.frames_seen
+
+    def resume(self, records: int, frames: int, has_labels: bool | None) -> None:
+        """Continue a stream another decoder began: the counts its errors report and whether
+        its records carry labels (used by :mod:`.parallel` when chunks join up)."""
+        self.frames.records_done = records
+        self.frames.frames_seen = frames
+        self.has_labels = has_labels
+
     def decode(self, buf: np.ndarray, pos: int, end: int, base: int, at_eof: bool) -> tuple[list[Minibatch], int, int]:
         """Decode the whole frames in ``buf[pos:end]`` (``base`` = stream offset of ``buf[0]``).
 

@@ -22,6 +22,9 @@ def register(subparsers) -> None:
     p.add_argument("--keep-work-dir", action="store_true", help="keep the ML roots and host logs afterwards")
     p.add_argument("--workers", type=int, default=8, help="parallel GETs per channel and host (default 8)")
     p.add_argument("--chunk-mb", type=float, default=8, help="size of one ranged GET in MB (default 8)")
+    p.add_argument("--startup-buffer-mb", type=float, default=512,
+                   help="Pipe mode: MB all feeders together may fetch before the hosts open their FIFOs, so the "
+                        "download overlaps the hosts' start-up (default 512)")
     p.add_argument("--memory-cap-mb", type=float, default=64,
                    help="Pipe mode: bytes fetched ahead per channel and host, in MB (default 64)")
     p.add_argument("--stop-grace", type=float, default=120.0,
@@ -75,7 +78,7 @@ def _run(args) -> int:
     feed = FeedOptions(workers=args.workers, chunk_size=int(args.chunk_mb * (1 << 20)),
                        memory_cap=int(args.memory_cap_mb * (1 << 20)), retry=RetryPolicy(attempts=args.s3_attempts))
     options = RunOptions(work_dir=args.work_dir, keep_work_dir=args.keep_work_dir, endpoint_url=args.endpoint_url,
-                         s3_timeout=args.s3_timeout,
+                         s3_timeout=args.s3_timeout, startup_buffer=int(args.startup_buffer_mb * (1 << 20)),
                          feed=feed, stop_grace=args.stop_grace, interrupt_grace=args.interrupt_grace,
                          overwrite=args.overwrite, progress=args.progress)
     run = JobRun(job, options)
