@@ -7,7 +7,6 @@ import sys
 import tarfile
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from pipealgos.platform.model_store import save_model
@@ -15,9 +14,8 @@ from pipealgos.platform.model_store import save_model
 sys.path.insert(0, str(Path(__file__).parents[1] / "runner"))
 
 from runner.conftest import s3env, seaweed  # noqa: E402,F401  (the runner tests' SeaweedFS fixtures)
+from transformkit import CENTROIDS, FEATURES  # noqa: E402
 
-FEATURES = 4
-CENTROIDS = np.array([[0, 0, 0, 0], [5, 5, 5, 5], [-5, 0, 5, 0]], dtype=np.float32)
 
 
 @pytest.fixture(scope="session")

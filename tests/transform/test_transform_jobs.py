@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import CENTROIDS, FEATURES
+from transformkit import CENTROIDS, FEATURES
 
 from pipealgos.io import write_dense
 from pipealgos.platform.transform.request import ModelSource, parse_transform_job
