@@ -11,27 +11,20 @@ algorithm.
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from pipealgos.algorithms import factorization_machines, kmeans, linear_learner, pca
-from pipealgos.algorithms.factorization_machines import sagemaker as factorization_machines_sagemaker
-from pipealgos.algorithms.lda import sagemaker as lda_sagemaker
-from pipealgos.algorithms.linear_learner import sagemaker as linear_learner_sagemaker
-from pipealgos.algorithms.ntm import sagemaker as ntm_sagemaker
-from pipealgos.algorithms import lda, random_cut_forest
-from pipealgos.algorithms import ntm
-
 from .hyperparameters import Schema
+from .sagemaker_format import SageMakerFormat
 from .schemas import factorization_machines as factorization_machines_schema
 from .schemas import kmeans as kmeans_schema
 from .schemas import lda as lda_schema
 from .schemas import linear_learner as linear_learner_schema
+from .schemas import ntm as ntm_schema
 from .schemas import pca as pca_schema
 from .schemas import randomcutforest as randomcutforest_schema
-from .sagemaker_format import SageMakerFormat
-from .schemas import ntm as ntm_schema
 
 RECORDIO = "application/x-recordio-protobuf"
 CSV = "text/csv"
@@ -43,6 +36,37 @@ RECORDIO_OR_CSV = (RECORDIO, CSV)
 ALL_REQUEST_TYPES = (JSON, JSONLINES, CSV, RECORDIO)
 SHARDED = "ShardedByS3Key"
 REPLICATED = "FullyReplicated"
+
+
+class lazy:  # noqa: N801 (used like a function in the table below)
+    """``"module:attribute"``, imported on first use: calling it calls the attribute, and any
+    other attribute is looked up on it (``spec.model_type.from_arrays``). The table below names
+    the algorithms' code this way so that reading a spec (a schema, the channel rules) imports
+    neither the algorithms nor torch: `pipealgos run` checks a job's hyperparameters in a
+    fraction of a second, before any host starts."""
+
+    def __init__(self, target: str) -> None:
+        self.target = target
+
+    def resolve(self) -> Any:
+        module, _, attribute = self.target.partition(":")
+        return getattr(importlib.import_module(module), attribute)
+
+    def __call__(self, *args, **kwargs):
+        return self.resolve()(*args, **kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.resolve(), name)
+
+    def __repr__(self) -> str:
+        return f"lazy({self.target!r})"
+
+
+def sagemaker_format_of(module: str) -> SageMakerFormat:
+    """The :class:`SageMakerFormat` whose functions ``module`` defines (``to_sagemaker``,
+    ``from_sagemaker``, ``is_sagemaker``)."""
+    return SageMakerFormat(lazy(f"{module}:to_sagemaker"), lazy(f"{module}:from_sagemaker"),
+                           lazy(f"{module}:is_sagemaker"))
 
 
 @dataclass(frozen=True)
@@ -126,23 +150,23 @@ ALGORITHMS: dict[str, AlgorithmSpec] = {
     spec.name: spec
     for spec in (
         AlgorithmSpec(
-            name=pca.NAME,
+            name="pca",
             schema=pca_schema.SCHEMA,
-            train=pca.train,
-            model_type=pca.PCAModel,
+            train=lazy("pipealgos.algorithms.pca:train"),
+            model_type=lazy("pipealgos.algorithms.pca:PCAModel"),
             response_key="projections",
             outputs=("projection",),
             channels=(ChannelRule("train", required=True), ChannelRule("test")),
             sparse_input=True,
             conformance=Conformance({"feature_dim": "6", "num_components": "2", "mini_batch_size": "50"},
                                     planted="subspace", floor=0.95, randomised=False, minibatch_invariant=True),
-            sagemaker_format=SageMakerFormat(pca.to_sagemaker, pca.from_sagemaker, pca.is_sagemaker),
+            sagemaker_format=sagemaker_format_of("pipealgos.algorithms.pca"),
         ),
         AlgorithmSpec(
-            name=kmeans.NAME,
+            name="kmeans",
             schema=kmeans_schema.SCHEMA,
-            train=kmeans.train,
-            model_type=kmeans.KMeansModel,
+            train=lazy("pipealgos.algorithms.kmeans:train"),
+            model_type=lazy("pipealgos.algorithms.kmeans:KMeansModel"),
             response_key="predictions",
             outputs=("closest_cluster", "distance_to_cluster"),
             channels=(ChannelRule("train", required=True), ChannelRule("test")),
@@ -150,13 +174,13 @@ ALGORITHMS: dict[str, AlgorithmSpec] = {
                                      "extra_center_factor": "4", "local_lloyd_num_trials": "2",
                                      "eval_metrics": '["msd", "ssd"]', "force_dense": "True"},
                                     planted="clusters", floor=0.9),
-            sagemaker_format=SageMakerFormat(kmeans.to_sagemaker, kmeans.from_sagemaker, kmeans.is_sagemaker),
+            sagemaker_format=sagemaker_format_of("pipealgos.algorithms.kmeans"),
         ),
         AlgorithmSpec(
-            name=linear_learner.NAME,
+            name="linear-learner",
             schema=linear_learner_schema.SCHEMA,
-            train=linear_learner.train,
-            model_type=linear_learner.LinearLearnerModel,
+            train=lazy("pipealgos.algorithms.linear_learner:train"),
+            model_type=lazy("pipealgos.algorithms.linear_learner:LinearLearnerModel"),
             response_key="predictions",
             # Regressors predict "score" only.
             outputs=("score", "predicted_label"),
@@ -168,15 +192,13 @@ ALGORITHMS: dict[str, AlgorithmSpec] = {
                                      "mini_batch_size": "50", "epochs": "3", "num_models": "4",
                                      "num_point_for_scaler": "100"},
                                     planted="labels", floor=0.9),
-            sagemaker_format=SageMakerFormat(linear_learner_sagemaker.to_sagemaker,
-                                             linear_learner_sagemaker.from_sagemaker,
-                                             linear_learner_sagemaker.is_sagemaker),
+            sagemaker_format=sagemaker_format_of("pipealgos.algorithms.linear_learner.sagemaker"),
         ),
         AlgorithmSpec(
-            name=factorization_machines.NAME,
+            name="factorization-machines",
             schema=factorization_machines_schema.SCHEMA,
-            train=factorization_machines.train,
-            model_type=factorization_machines.FactorizationMachineModel,
+            train=lazy("pipealgos.algorithms.factorization_machines:train"),
+            model_type=lazy("pipealgos.algorithms.factorization_machines:FactorizationMachineModel"),
             response_key="predictions",
             # Regressors predict "score" only. RecordIO-protobuf Float32 only, as SageMaker: no CSV.
             outputs=("score", "predicted_label"),
@@ -189,15 +211,13 @@ ALGORITHMS: dict[str, AlgorithmSpec] = {
                                      "mini_batch_size": "50", "epochs": "10", "bias_lr": "0.1", "linear_lr": "0.1",
                                      "factors_lr": "0.05"},
                                     planted="labels", floor=0.9),
-            sagemaker_format=SageMakerFormat(factorization_machines_sagemaker.to_sagemaker,
-                                             factorization_machines_sagemaker.from_sagemaker,
-                                             factorization_machines_sagemaker.is_sagemaker),
+            sagemaker_format=sagemaker_format_of("pipealgos.algorithms.factorization_machines.sagemaker"),
         ),
         AlgorithmSpec(
-            name=lda.NAME,
+            name="lda",
             schema=lda_schema.SCHEMA,
-            train=lda.train,
-            model_type=lda.LDAModel,
+            train=lazy("pipealgos.algorithms.lda:train"),
+            model_type=lazy("pipealgos.algorithms.lda:LDAModel"),
             response_key="predictions",
             outputs=("topic_mixture",),
             channels=(ChannelRule("train", required=True), ChannelRule("test")),
@@ -205,14 +225,13 @@ ALGORITHMS: dict[str, AlgorithmSpec] = {
             conformance=Conformance({"feature_dim": "30", "num_topics": "3", "mini_batch_size": "50", "alpha0": "0.1",
                                      "max_restarts": "3", "max_iterations": "200"},
                                     planted="topics", floor=0.9, minibatch_invariant=True),
-            sagemaker_format=SageMakerFormat(lda_sagemaker.to_sagemaker, lda_sagemaker.from_sagemaker,
-                                             lda_sagemaker.is_sagemaker),
+            sagemaker_format=sagemaker_format_of("pipealgos.algorithms.lda.sagemaker"),
         ),
         AlgorithmSpec(
-            name=ntm.NAME,
+            name="ntm",
             schema=ntm_schema.SCHEMA,
-            train=ntm.train,
-            model_type=ntm.NTMModel,
+            train=lazy("pipealgos.algorithms.ntm:train"),
+            model_type=lazy("pipealgos.algorithms.ntm:NTMModel"),
             response_key="predictions",
             outputs=("topic_weights",),
             channels=(ChannelRule("train", required=True), ChannelRule("validation"), ChannelRule("test"),
@@ -221,14 +240,13 @@ ALGORITHMS: dict[str, AlgorithmSpec] = {
             conformance=Conformance({"feature_dim": "30", "num_topics": "3", "mini_batch_size": "50", "epochs": "10",
                                      "optimizer": "adam", "learning_rate": "0.01"},
                                     planted="topics", floor=0.9),
-            sagemaker_format=SageMakerFormat(ntm_sagemaker.to_sagemaker, ntm_sagemaker.from_sagemaker,
-                                             ntm_sagemaker.is_sagemaker),
+            sagemaker_format=sagemaker_format_of("pipealgos.algorithms.ntm.sagemaker"),
         ),
         AlgorithmSpec(
-            name=random_cut_forest.NAME,
+            name="randomcutforest",
             schema=randomcutforest_schema.SCHEMA,
-            train=random_cut_forest.train,
-            model_type=random_cut_forest.RandomCutForestModel,
+            train=lazy("pipealgos.algorithms.random_cut_forest:train"),
+            model_type=lazy("pipealgos.algorithms.random_cut_forest:RandomCutForestModel"),
             response_key="scores",
             outputs=("score",),
             channels=(ChannelRule("train", required=True, distribution=SHARDED),
