@@ -85,6 +85,9 @@ class RecordingReport:
     def quality(self, channel: str, name: str, value: float, kind: str = "loss", epoch: int | None = None) -> None:
         self.quality_lines.append((channel, name, value))
 
+    def test_score(self, name: str, value: float) -> None:
+        self.quality_lines.append(("test", name, value))
+
     def progress(self, percent: float) -> None:
         pass
 

@@ -30,6 +30,11 @@ class MetricsReporter:
         epoch_part = "" if epoch is None else f"epoch={epoch}, "
         self._emit(f"#quality_metric: host={self.host}, {epoch_part}{channel} {name} <{kind}>={value:.6g}")
 
+    def test_score(self, name: str, value: float) -> None:
+        """The summary line some built-ins print for each test metric (``#test_score (algo-1) :
+        ('rmse', 0.1909)``, algorithms.md section 4)."""
+        self._emit(f"#test_score ({self.host}) : ('{name}', {value})")
+
     def progress(self, percent: float) -> None:
         self._emit(f"#progress_metric: host={self.host}, completed {percent:g} % of epochs")
 

@@ -18,7 +18,6 @@ from pipealgos.algorithms.factorization_machines import FactorizationMachineMode
 from pipealgos.platform.model_store import load_model
 from pipealgos.platform.runner.hosts import free_port
 
-pytest.importorskip("recbole", reason="test dependency: pip install --no-deps recbole")
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
 from fm_movielens import TUNED_REGRESSOR, load  # noqa: E402
 

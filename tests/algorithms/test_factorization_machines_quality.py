@@ -10,7 +10,6 @@ from pathlib import Path
 
 import pytest
 
-pytest.importorskip("recbole", reason="test dependency: pip install --no-deps recbole")
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
 from fm_movielens import TUNED_BINARY, TUNED_REGRESSOR, load, train_and_score  # noqa: E402
 

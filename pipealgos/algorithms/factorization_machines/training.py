@@ -230,9 +230,7 @@ class _Job:
             sums.add(forward(self.bias, self.table, rows).margin, labels)
         for name, value, kind in sums.metrics():
             self.ctx.report.quality("test", name, value, kind)
-            # The real container's summary line; the leader (the first host) evaluates.
-            host = getattr(self.ctx.report, "host", "algo-1")
-            self.ctx.report.info(f"#test_score ({host}) : ('{name}', {value})")
+            self.ctx.report.test_score(name, value)  # the real container's summary line
 
 
 class TestSums:
