@@ -3,8 +3,8 @@
 Anandkumar, Ge, Hsu, Kakade, Telgarsky (JMLR 2014): the first three moments of the word
 counts, whitened by the second, form an orthogonal tensor whose components are the topics.
 
-* :mod:`.moments`: two streamed passes over ``train`` (the moments are sums: minibatches and
-  hosts add up; nothing V×V is formed).
+* :mod:`.moments`: the moments as sums (minibatches and hosts add up; nothing V×V is
+  formed); :mod:`.training` reads ``train`` once (see :func:`.training.train`).
 * :mod:`.decomposition`: whitening from the top ceil(1.25·num_topics) eigenpairs of M2, ALS
   with restarts, unwhitening to alpha and beta.
 * :mod:`.inference`: ``topic_mixture`` per document and the test metric.

@@ -1,4 +1,4 @@
-"""The spectral moments of LDA, streamed from sparse word counts in two passes.
+"""The spectral moments of LDA, summed from sparse word counts a minibatch at a time.
 
 Notation: a document is a count vector c over the V words, L = Σc its length. The per-document
 estimators are the unbiased ones for *counts* (Zou et al. 2013; Anandkumar et al. 2014 give
@@ -9,30 +9,26 @@ them for one-hot words), averaged with equal weight over the documents long enou
 * E3 = mean over documents with L >= 3 of
   (c⊗c⊗c − Σ_i c_i (e_i⊗e_i⊗c + e_i⊗c⊗e_i + c⊗e_i⊗e_i) + 2 Σ_i c_i e_i⊗e_i⊗e_i) / (L(L−1)(L−2)).
 
-Nothing V×V or V×V×V is ever formed. Three streamed passes (:class:`SketchPass` twice, then
-:class:`SecondPass`):
+Nothing V×V or V×V×V is ever formed. Two accumulators:
 
-1. Σ c/L, s2 = Σ c/(L(L−1)) and the sketch E2·Ω for a fixed Gaussian Ω (V×p, p = 2k'+10, the
-   same on every host): the sparse operator E2 applied to Ω a minibatch at a time, as
-   Σ (c (cᵀΩ) − diag(c) Ω)/(L(L−1)). Q = orth(M2·Ω), M2 = E2 − α0/(α0+1)·E1E1ᵀ (the
-   randomised range finder).
-2. The same sums with Q in place of Ω: one step of subspace iteration. It is needed: M2's
-   estimate has a flat noise tail over the whole vocabulary whose total weight is comparable
-   to the weakest topic's eigenvalue, so the one-pass basis is bent by it (matched L1 of β
-   0.15-0.26 depending on the seed on a 20,000-document corpus, V = 1,000, 20 topics, against
-   0.073 with the exact eigenvectors; after this pass 0.073 for every seed). P = the top k'
-   eigenvectors of M2 within orth(M2·Q).
-3. Everything projected on P (k' columns), with z = Pᵀc: the exact k'×k' Σ z zᵀ/(L(L−1)),
-   the k'×k'×k' Σ z⊗z⊗z/(L(L−1)(L−2)) (one GEMM per minibatch), and the V×k'
-   R = Σ c zᵀ/(L(L−1)(L−2)) and V-vector s3 = Σ c/(L(L−1)(L−2)) that the diagonal
-   corrections of E3 need; E3(W, W, W) for any whitening W inside span(P) is assembled from
-   these (:meth:`SecondPass.whitened_third`).
+* :class:`SketchPass`: Σ c/L, s2 = Σ c/(L(L−1)) and the sketch E2·G for a V×p matrix G
+  (p = 2k'+10), the sparse operator E2 applied a minibatch at a time as
+  Σ (c (cᵀG) − diag(c) G)/(L(L−1)); Q = orth(M2·G), M2 = E2 − α0/(α0+1)·E1E1ᵀ, is the
+  randomised range finder's basis (G Gaussian) or one power step (G the previous Q).
+  ``training`` runs it over the documents held in memory (the sample), or over the whole
+  channel when the sample turns out not to represent it.
+* :class:`ProjectedPass`: everything projected on a fixed orthonormal basis P (k' columns),
+  with z = Pᵀc: the exact k'×k' Σ w2 z zᵀ, the k'×k'×k' Σ w3 z⊗z⊗z (one GEMM per minibatch),
+  the V×k' Σ w2 c zᵀ (for M2·P) and Σ w3 c zᵀ, s3 = Σ c/(L(L−1)(L−2)) that the diagonal
+  corrections of E3 need, and Σ w2 (Σc_i² − L) for tr E2. E3(W, W, W) for any whitening W
+  inside span(P) is assembled from these (:meth:`ProjectedPass.whitened_third`).
 
-When the vocabulary is no wider than p, P is the identity and pass 2 is skipped.
+When the vocabulary is no wider than p, P is the identity.
 
-Every quantity is a sum, so minibatches, hosts and passes merge by adding (one all-reduce per
-pass). Sums are float64. Memory: a few V×p float64 matrices (V = 100,000, p = 60 for
-20 topics: 48 MB each); no per-document state survives a minibatch.
+Every quantity is a sum, so minibatches and hosts merge by adding (one all-reduce). Sums are
+float64, the per-minibatch products float32 (``PRODUCTS``). Memory: a few V×p matrices
+(V = 100,000, p = 60 for 20 topics: 48 MB each in float64); no per-document state survives
+a minibatch.
 """
 
 from __future__ import annotations
@@ -51,7 +47,12 @@ from ..tensors import sparse_csr_tensor
 
 OVERSAMPLING = 10  # range-finder columns beyond twice the whitening rank
 V_CHUNK = 8192  # vocabulary rows per step when summing the diagonal corrections of E3
-PAIR_ELEMENTS = 1 << 22  # z⊗z values formed at once in the third-moment update (32 MB of float64)
+PAIR_ELEMENTS = 1 << 22  # z⊗z values formed at once in the third-moment update (16 MB of float32)
+# The per-minibatch products (X·P, Xᵀ·D, the z⊗z⊗z GEMM) run in float32 and are added to float64
+# sums: float32 halves the memory they stream through (Xᵀ·D for 16,384 documents × 50,000 words
+# × 53 columns took 126 ms in float64, 22 ms in float32, on a 2-core AMD EPYC); its 1e-7 relative
+# rounding per minibatch is far below the sampling noise of the moments.
+PRODUCTS = torch.float32
 
 
 def sketch_columns(whitening_rank: int, vocabulary: int) -> int:
@@ -80,30 +81,48 @@ class DocumentCounts:
 class CountBatch:
     """One minibatch of word counts, checked, with the per-document weights of E1, E2, E3.
 
-    ``first_record``: the channel-wide index of the minibatch's first record, for errors."""
+    ``csr``: float64 counts already checked (:meth:`checked`); ``first_record``: the
+    channel-wide index of the minibatch's first record."""
 
-    def __init__(self, features: Features, first_record: int, channel: str, device: torch.device) -> None:
-        csr = sp.csr_matrix(features, dtype=np.float64)
-        check_counts(csr, first_record, channel)
-        length = np.asarray(csr.sum(axis=1)).ravel()
+    def __init__(self, csr: sp.csr_matrix, first_record: int, device: torch.device) -> None:
+        self.first_record = first_record
+        length = np.asarray(csr.sum(axis=1, dtype=np.float64)).ravel()
         self.rows = csr.shape[0]
         self.length = length
         # On the CPU scipy's CSR products are several times faster than torch's (measured on
         # 4096 documents × 50,000 words: Xᵀ·A 0.03 s against 0.2 s); on a GPU torch's.
         self.csr = csr
-        self.x = None if device.type == "cpu" else sparse_csr_tensor(csr, device, torch.float64)
+        self.x = None if device.type == "cpu" else sparse_csr_tensor(csr, device, PRODUCTS)
         self.device = device
         self.w1 = self._weight(length, 1)
         self.w2 = self._weight(length, 2)
         self.w3 = self._weight(length, 3)
 
     def _weight(self, length: np.ndarray, order: int) -> torch.Tensor:
-        """1 / (L(L−1)...(L−order+1)) for documents with L >= order, else 0."""
+        """1 / (L(L−1)...(L−order+1)) for documents with L >= order, else 0 (float64)."""
         falling = np.ones_like(length)
         for j in range(order):
             falling = falling * (length - j)
         weight = np.where(length >= order, 1.0 / np.where(length >= order, falling, 1.0), 0.0)
         return torch.from_numpy(weight).to(self.device)
+
+    @classmethod
+    def checked(cls, features: Features, first_record: int, channel: str, device: torch.device) -> "CountBatch":
+        """A minibatch's features as counts, refused with the record named unless finite and >= 0."""
+        csr = sp.csr_matrix(features, dtype=np.float32)
+        check_counts(csr, first_record, channel)
+        return cls(csr, first_record, device)
+
+    def split(self, rows: int) -> tuple["CountBatch", "CountBatch"]:
+        """(the first ``rows`` documents, the others)."""
+        return (CountBatch(self.csr[:rows], self.first_record, self.device),
+                CountBatch(self.csr[rows:], self.first_record + rows, self.device))
+
+    def squared_norms(self) -> torch.Tensor:
+        """Σ_i c_i² per document (float64)."""
+        squares = self.csr.astype(np.float64)
+        squares.data **= 2
+        return torch.from_numpy(np.asarray(squares.sum(axis=1)).ravel()).to(self.device)
 
     def counts(self) -> DocumentCounts:
         length = self.length
@@ -111,14 +130,16 @@ class CountBatch:
                               int((length >= 2).sum()), int((length >= 3).sum()))
 
     def times(self, dense: torch.Tensor) -> torch.Tensor:
-        """X @ dense (documents × columns)."""
+        """X @ dense (documents × columns), in ``PRODUCTS`` precision."""
+        dense = dense.to(PRODUCTS)
         if self.x is None:
             return torch.from_numpy(self.csr @ dense.numpy())
         return torch.sparse.mm(self.x, dense)
 
     def transpose_times(self, dense: torch.Tensor) -> torch.Tensor:
-        """Xᵀ @ dense (words × columns), without forming Xᵀ on the device: each stored count
-        adds its document's row."""
+        """Xᵀ @ dense (words × columns) in ``PRODUCTS`` precision, without forming Xᵀ on the
+        device: each stored count adds its document's row."""
+        dense = dense.to(PRODUCTS)
         if self.x is None:
             return torch.from_numpy(np.asarray(self.csr.T @ dense.numpy()))
         rows = torch.repeat_interleave(torch.arange(self.rows, device=self.device), self.x.crow_indices().diff())
@@ -166,7 +187,7 @@ class SketchPass:
         self.m1_sum += sums[:, 0]
         self.s2 += sums[:, 1]
         if self.test_matrix.shape[1]:  # Σ c (cᵀG)/(L(L−1)); the diag(c)·G part is s2·G, applied once at the end
-            self.sketch += batch.transpose_times(batch.times(self.test_matrix) * batch.w2[:, None])
+            self.sketch += batch.transpose_times(batch.times(self.test_matrix) * batch.w2[:, None].to(PRODUCTS))
 
     def merge_hosts(self) -> None:
         counts, self.m1_sum, self.s2, self.sketch = all_reduce(
@@ -198,53 +219,90 @@ class SketchPass:
         return q @ vectors[:, torch.argsort(eigenvalues, descending=True)[:rank]]
 
 
-class SecondPass:
-    """The moments projected on the basis P (see the module docstring)."""
+class ProjectedPass:
+    """The moments projected on an orthonormal basis P (V×p), in one pass (see the module
+    docstring), with z = Pᵀc per document:
+
+    * the counts, Σ c/L, s2 = Σ c/(L(L−1)), s3 = Σ c/(L(L−1)(L−2)) and Σ (Σc_i² − L)/(L(L−1))
+      (for tr E2);
+    * Σ w2 z zᵀ (p×p) and Σ w3 z⊗z⊗z (p×p², unfolded);
+    * Σ w2 c zᵀ and Σ w3 c zᵀ (V×p): E2·P for the unwhitening and the diagonal corrections of E3.
+
+    One product X·P and one Xᵀ·[w2 z, w3 z, w1, w2, w3] per minibatch; the rest is dense."""
 
     def __init__(self, basis: torch.Tensor) -> None:
         self.basis = basis
+        self.device = basis.device
         vocabulary, p = basis.shape
         zeros = dict(dtype=torch.float64, device=basis.device)
+        self.counts = DocumentCounts()
         self.second = torch.zeros(p, p, **zeros)  # Σ w2 z zᵀ
         self.third = torch.zeros(p, p * p, **zeros)  # Σ w3 z⊗z⊗z, unfolded
-        self.cross = torch.zeros(vocabulary, p, **zeros)  # R = Σ w3 c zᵀ
-        self.s3 = torch.zeros(vocabulary, **zeros)  # Σ w3 c
+        self.cross2 = torch.zeros(vocabulary, p, **zeros)  # Σ w2 c zᵀ
+        self.cross3 = torch.zeros(vocabulary, p, **zeros)  # R = Σ w3 c zᵀ
+        self.word_sums = torch.zeros(vocabulary, 3, **zeros)  # Σ w1 c, s2 = Σ w2 c, s3 = Σ w3 c
+        self.trace2 = torch.zeros(1, **zeros)  # Σ w2 (Σc_i² − L)
 
     def add(self, batch: CountBatch) -> None:
+        batch_counts = batch.counts()
+        for name in ("seen", "empty", "m1", "m2", "m3"):
+            setattr(self.counts, name, getattr(self.counts, name) + getattr(batch_counts, name))
         z = batch.times(self.basis)
-        self.second += z.T @ (batch.w2[:, None] * z)
+        w2, w3 = batch.w2[:, None].to(PRODUCTS), batch.w3[:, None].to(PRODUCTS)
+        self.second += z.T @ (w2 * z)
         rows = max(1, PAIR_ELEMENTS // z.shape[1] ** 2)
         for start in range(0, len(z), rows):  # the z⊗z rows in slices of bounded memory
             part = z[start : start + rows]
             pairs = (part[:, :, None] * part[:, None, :]).reshape(len(part), -1)
-            self.third += (batch.w3[start : start + rows, None] * part).T @ pairs
-        sums = batch.transpose_times(torch.cat([batch.w3[:, None] * z, batch.w3[:, None]], dim=1))
-        self.cross += sums[:, :-1]
-        self.s3 += sums[:, -1]
+            self.third += (w3[start : start + rows] * part).T @ pairs
+        p = z.shape[1]
+        weights = torch.stack([batch.w1, batch.w2, batch.w3], dim=1)
+        sums = batch.transpose_times(torch.cat([w2 * z, w3 * z, weights.to(PRODUCTS)], dim=1))
+        self.cross2 += sums[:, :p]
+        self.cross3 += sums[:, p : 2 * p]
+        self.word_sums += sums[:, 2 * p :]
+        self.trace2 += batch.w2 @ (batch.squared_norms() - torch.from_numpy(batch.length).to(self.device))
 
     def merge_hosts(self) -> None:
-        self.second, self.third, self.cross, self.s3 = all_reduce(
-            [self.second, self.third, self.cross, self.s3], self.basis.device)
+        (counts, self.second, self.third, self.cross2, self.cross3, self.word_sums,
+         self.trace2) = all_reduce([self.counts.as_array(), self.second, self.third, self.cross2, self.cross3,
+                                    self.word_sums, self.trace2], self.device)
+        self.counts = DocumentCounts.from_array(counts)
 
-    def projected_e2(self, counts: DocumentCounts, s2: torch.Tensor) -> torch.Tensor:
+    def m1(self) -> torch.Tensor:
+        return self.word_sums[:, 0] / self.counts.m1
+
+    def projected_e2(self) -> torch.Tensor:
         """PᵀE2P."""
-        diagonal = self.basis.T @ (s2[:, None] * self.basis)
-        return (self.second - diagonal) / counts.m2
+        diagonal = self.basis.T @ (self.word_sums[:, 1, None] * self.basis)
+        return (self.second - diagonal) / self.counts.m2
 
-    def whitened_third(self, counts: DocumentCounts, whiten: torch.Tensor) -> torch.Tensor:
+    def m2_times_basis(self, alpha0: float) -> torch.Tensor:
+        """M2·P (V×p), M2 = E2 − α0/(α0+1)·E1E1ᵀ, over the whole vocabulary."""
+        m1 = self.m1()
+        e2_p = (self.cross2 - self.word_sums[:, 1, None] * self.basis) / self.counts.m2
+        return e2_p - (alpha0 / (alpha0 + 1)) * torch.outer(m1, m1 @ self.basis)
+
+    def m2_trace(self, alpha0: float) -> float:
+        """tr M2 = tr E2 − α0/(α0+1)·‖E1‖²: all of M2's mass, inside the basis or not."""
+        m1 = self.m1()
+        return float(self.trace2[0] / self.counts.m2 - (alpha0 / (alpha0 + 1)) * (m1 @ m1))
+
+    def whitened_third(self, whiten: torch.Tensor) -> torch.Tensor:
         """E3(W, W, W) for W = P·whiten (``whiten``: basis columns × rank)."""
         k = whiten.shape[1]
         p = self.basis.shape[1]
         cubic = torch.einsum("ajk,ab,jc,kd->bcd", self.third.reshape(p, p, p), whiten, whiten, whiten)
         words = self.basis @ whiten  # row i: Wᵀe_i
-        cross = self.cross @ whiten  # row i: Σ w3 c_i Wᵀc
+        cross = self.cross3 @ whiten  # row i: Σ w3 c_i Wᵀc
+        s3 = self.word_sums[:, 2]
         pair_cross = torch.zeros(k, k, k, dtype=torch.float64, device=whiten.device)
         diagonal = torch.zeros(k, k, k, dtype=torch.float64, device=whiten.device)
         for start in range(0, len(words), V_CHUNK):
             u = words[start : start + V_CHUNK]
             uu = (u[:, :, None] * u[:, None, :]).reshape(len(u), k * k)
             pair_cross += (uu.T @ cross[start : start + V_CHUNK]).reshape(k, k, k)
-            diagonal += (uu.T @ (self.s3[start : start + V_CHUNK, None] * u)).reshape(k, k, k)
+            diagonal += (uu.T @ (s3[start : start + V_CHUNK, None] * u)).reshape(k, k, k)
         # Σ_i c_i (e_i⊗e_i⊗c + e_i⊗c⊗e_i + c⊗e_i⊗e_i): the three placements of one term.
         corrections = pair_cross + pair_cross.permute(0, 2, 1) + pair_cross.permute(2, 0, 1)
-        return (cubic - corrections + 2 * diagonal) / counts.m3
+        return (cubic - corrections + 2 * diagonal) / self.counts.m3
