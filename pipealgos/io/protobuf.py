@@ -46,25 +46,30 @@ def parse_record(payload: bytes) -> record_pb2.Record:
 
 
 def _is_record(payload: bytes) -> int:
-    """How plausible ``payload`` is as a Record (the judge of split-record joins):
-    0 = it does not parse, has no features, or has a map key that is not a printable name or a
-    value without a tensor; 1 = plausible; 2 = plausible and it re-serialises to exactly these
-    bytes. A wrong join of a split record can still parse, typically with a stray run of
-    bytes as a map key, or with fields that serialise differently."""
+    """How plausible ``payload`` is as a Record (see :func:`_judge_record`)."""
+    return _judge_record(payload)[0]
+
+
+def _judge_record(payload: bytes) -> tuple[int, bool]:
+    """How plausible ``payload`` is as a Record (the judge of split-record joins), and whether
+    it carries a label: 0 = it does not parse, has no features, or has a map key that is not a
+    printable name or a value without a tensor; 1 = plausible; 2 = plausible and it
+    re-serialises to exactly these bytes. A wrong join of a split record can still parse,
+    typically with a stray run of bytes as a map key, or with fields that serialise differently."""
     try:
         record = parse_record(payload)
     except DecodeError:
-        return 0
+        return 0, False
     if not record.features:
-        return 0
+        return 0, False
     try:
         for entries in (record.features, record.label):
             for key, value in entries.items():
                 if not key or not key.isprintable() or value.WhichOneof("value") is None:
-                    return 0
+                    return 0, False
     except UnicodeDecodeError:  # a key that is not even UTF-8
-        return 0
-    return 2 if record.SerializeToString() == payload else 1
+        return 0, False
+    return (2 if record.SerializeToString() == payload else 1), bool(record.label)
 
 
 @dataclass
@@ -214,7 +219,7 @@ class RecordDecoder:
         self.fast_paths = fast_paths
         self.feature_dim = feature_dim
         self.check_finite = check_finite
-        self.frames = FrameParser(source, judge=_is_record)
+        self.frames = FrameParser(source, judge=self._judge_join)
         self.has_labels: bool | None = None
         self.fast_records = 0  # records decoded on a fast path (for tests and benchmarks)
         self.fast_sparse_records = 0  # of which on the sparse fast path
@@ -227,6 +232,17 @@ class RecordDecoder:
     # Bytes of frames the sparse path looks at per try: grows while runs fill it.
     _MIN_WINDOW = 16 << 10
     _MAX_WINDOW = 16 << 20
+
+    def _judge_join(self, payload: bytes) -> int:
+        """Scores a candidate join of a split record: plausibility first (:func:`_judge_record`),
+        then agreement with the channel's records so far on carrying a label. Two joins can
+        both parse (a float whose bytes hold the RecordIO magic splits a record where dmlc
+        would), and the one that drops the label every earlier record had is the wrong one."""
+        score, labelled = _judge_record(payload)
+        if score == 0:
+            return 0
+        agrees = self.has_labels is None or labelled == self.has_labels
+        return 2 * score + agrees
 
     @property
     def records(self) -> int:

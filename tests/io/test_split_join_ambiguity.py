@@ -51,3 +51,26 @@ def test_plain_join_wins_when_only_it_round_trips():
     expected = np.asarray(parse_record(INT32_PAYLOAD).features["values"].int32_tensor.values, dtype=np.float32)
     np.testing.assert_array_equal(block.features, expected[None, :])
     assert expected[-2:].tolist() == [768.0, 129.0]
+
+
+# Eight labelled records (found by the property test), the last a float whose bytes hold the
+# RecordIO magic, split dmlc style. Both joins of the last one parse and re-serialise; the
+# plain join has no label. The join that agrees with the seven records before it on carrying
+# a label must win (it failed with "record has no label but earlier records of this channel do").
+LABELLED_STREAM = bytes.fromhex(
+    "0a23d7ce220000000a0f0a0676616c756573120512031a0101120f0a0676616c75657312053a030a010000000a23d7ce"
+    "220000000a0f0a0676616c756573120512031a0101120f0a0676616c75657312053a030a010000000a23d7ce22000000"
+    "0a0f0a0676616c756573120512031a0101120f0a0676616c75657312053a030a010000000a23d7ce220000000a0f0a06"
+    "76616c756573120512031a0101120f0a0676616c75657312053a030a010000000a23d7ce220000000a0f0a0676616c75"
+    "6573120512031a0101120f0a0676616c75657312053a030a010000000a23d7ce220000000a0f0a0676616c7565731205"
+    "12031a0101120f0a0676616c75657312053a030a010000000a23d7ce220000000a0f0a0676616c756573120512031a01"
+    "01120f0a0676616c75657312053a030a010000000a23d7ce100000200a160a0676616c756573120c1a0a0a080a23d7ce"
+    "1900006000000000d1c80642120f0a0676616c75657312053a030a0100000000"
+)
+
+
+def test_the_join_that_keeps_the_channels_labels_wins():
+    block = concat(list(decode_stream(io.BytesIO(LABELLED_STREAM), RecordDecoder("split"), 64)))
+    assert block.labels.tolist() == [0.0] * 8
+    dense = block.features.toarray() if hasattr(block.features, "toarray") else block.features
+    assert dense[:7].tolist() == [[0.0]] * 7 and dense[7, 0] == np.float32(12232302592.0)

@@ -53,9 +53,10 @@ def test_server_killed_mid_stream_fails_the_job_naming_the_object(own_seaweed, m
     use_server(monkeypatch, own_seaweed)
     parts = [dense_bytes(RNG.normal(size=(4000, 6))) for _ in range(6)]  # ~0.6 MB each
     uri = upload_parts(own_seaweed, "killed", parts)
+    # No start-up buffer: it would fetch the whole 3.6 MB before the server is killed.
     run = JobRun(parse_job(pca_request("killed", uri, str(tmp_path / "out"), mode="Pipe")),
                  options(feed=FeedOptions(workers=1, chunk_size=16 << 10, memory_cap=16 << 10,
-                                          retry=RetryPolicy(attempts=3, backoff=0.05))))
+                                          retry=RetryPolicy(attempts=3, backoff=0.05)), startup_buffer=0))
     job = Background(run)
     job.wait_until(lambda: any(f.stats.bytes for f in run.feeders))  # streaming: now kill the server
     own_seaweed.kill()
