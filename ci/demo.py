@@ -9,6 +9,9 @@
    which packs model.tar.gz under the output path.
 4. Starts `serve` on that model.tar.gz and scores a few rows over HTTP in JSON, CSV and
    RecordIO-protobuf, printing what came back.
+5. Scores the whole dataset with a CreateTransformJob request run by `pipealgos transform`
+   (batch transform: `serve` in a subprocess, the shards split by RecordIO record and POSTed
+   in multi-record requests, one `.out` per shard), and prints the first answers.
 """
 
 from __future__ import annotations
@@ -125,6 +128,34 @@ def main() -> int:
     model_tar = OUT / "output" / "demo-kmeans" / "output" / "model.tar.gz"
     print(f"\ndemo: model packed at {model_tar}")
     predict_over_http(model_tar)
+    return batch_transform(model_tar, OUT / "data")
+
+
+def batch_transform(model_tar: Path, data: Path) -> int:
+    """The dataset scored by batch transform: a CreateTransformJob request over the local shards."""
+    request = {
+        "TransformJobName": "demo-kmeans-transform",
+        "ModelName": "demo-kmeans",
+        "BatchStrategy": "MultiRecord",
+        "TransformInput": {"DataSource": {"S3DataSource": {"S3DataType": "S3Prefix", "S3Uri": f"{data.as_uri()}/"}},
+                           "ContentType": "application/x-recordio-protobuf", "SplitType": "RecordIO"},
+        "TransformOutput": {"S3OutputPath": str(OUT / "transform"), "Accept": "application/jsonlines",
+                            "AssembleWith": "Line"},
+        "TransformResources": {"InstanceType": "ml.m5.large", "InstanceCount": 1},
+    }
+    job_file = OUT / "transform-job.json"
+    job_file.write_text(json.dumps(request, indent=2))
+    print(f"\ndemo: CreateTransformJob request in {job_file}; running `pipealgos transform {job_file.name}`\n")
+    status = subprocess.call([str(BIN / "pipealgos"), "transform", str(job_file), "--model", str(model_tar),
+                              "--progress", "plain"])
+    if status != 0:
+        print(f"demo: the transform job failed (exit {status})", file=sys.stderr)
+        return status
+    outputs = sorted((OUT / "transform").rglob("*.out"))
+    print(f"\ndemo: {len(outputs)} .out files under {OUT / 'transform'}; the first answers of {outputs[0].name}:")
+    with open(outputs[0]) as answers:
+        for _ in range(3):
+            print("  " + answers.readline().rstrip())
     return 0
 
 
