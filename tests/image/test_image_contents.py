@@ -1,4 +1,4 @@
-"""What went into the image: the compiled sparse kernel is there and used; no compiler is."""
+"""What went into the image: the compiled kernels are there and used; no compiler is; every algorithm is."""
 
 from __future__ import annotations
 
@@ -24,6 +24,11 @@ def test_sparse_runs_are_decoded_by_the_compiled_kernel(image):
     implementation, rows, fast = image_python(image, SPARSE_DECODE).split()
     assert implementation == "c", "the image's pipealgos has no compiled _sparse_kernel: numpy fallback"
     assert int(rows) == 2000 and int(fast) >= 1990
+
+
+def test_random_cut_forest_scores_with_the_compiled_kernel(image):
+    code = "from pipealgos.algorithms.random_cut_forest import forest; print(forest.implementation)"
+    assert image_python(image, code) == "c", "the image's pipealgos has no compiled RCF _score_kernel"
 
 
 def test_image_has_no_compiler(image):
