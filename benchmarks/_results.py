@@ -48,3 +48,11 @@ def machine(*extras: str) -> str:
         pass
     return ", ".join([f"{cpu}, {os.cpu_count()} cores; Python {platform.python_version()}, numpy {np.__version__}",
                       *extras])
+
+
+def process_tree(pid: int) -> list[int]:
+    """``pid`` and its children (a gunicorn master and its workers), from Linux /proc."""
+    pids = [pid]
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        pids += [int(child) for child in (task / "children").read_text().split()]
+    return pids

@@ -152,11 +152,8 @@ def _client(args) -> tuple[list[float], int, int]:
 
 def _server_cpu_seconds(pid: int) -> float:
     """User + system CPU time of the gunicorn master and its workers so far (Linux /proc)."""
-    pids = [pid]
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        pids += [int(child) for child in (task / "children").read_text().split()]
     ticks = 0
-    for one in pids:
+    for one in _results.process_tree(pid):
         fields = Path(f"/proc/{one}/stat").read_text().rsplit(")", 1)[1].split()
         ticks += int(fields[11]) + int(fields[12])  # utime, stime
     return ticks / os.sysconf("SC_CLK_TCK")

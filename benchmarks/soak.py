@@ -170,11 +170,8 @@ def _client(args) -> Tally:
 
 def _rss_bytes(pid: int) -> int:
     """Resident memory of the gunicorn master and its workers (Linux /proc)."""
-    pids = [pid]
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        pids += [int(child) for child in (task / "children").read_text().split()]
     total = 0
-    for one in pids:
+    for one in _results.process_tree(pid):
         for line in Path(f"/proc/{one}/status").read_text().splitlines():
             if line.startswith("VmRSS:"):
                 total += int(line.split()[1]) * 1024
