@@ -12,7 +12,7 @@ and predicts on a feature matrix.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -23,6 +23,7 @@ import torch
 from pipealgos.io import Minibatch
 from pipealgos.io.minibatch import Features
 
+from .feed import DeviceBatch, device_batches
 from .tensors import to_torch
 
 Params = Any  # an algorithm's hyperparameters: the dataclass its schema derives (see module doc)
@@ -92,6 +93,12 @@ class TrainingContext:
         """A minibatch's features on the training device: sparse input stays sparse when the
         algorithm declared it handles it, otherwise it is densified."""
         return to_torch(features, self.device, dtype, keep_sparse=self.sparse_input)
+
+    def feed(self, minibatches: Iterable[Minibatch], rows_per_launch: int | None = None) -> Iterator[DeviceBatch]:
+        """The minibatches on the training device through the device feed (``feed.py``: pinned,
+        double-buffered copies on CUDA, views on CPU); sparse stays sparse as in :meth:`tensor`.
+        ``rows_per_launch`` stacks minibatches on CUDA where the result does not depend on them."""
+        return device_batches(minibatches, self.device, self.sparse_input, rows_per_launch)
 
 
 class Model(Protocol):

@@ -47,47 +47,52 @@ class MetricSettings:
 
 class Evaluator:
     """Per-model statistics of one channel pass. ``add`` takes predictions (n, M, K) in training
-    units, labels (n,) and the per-row loss (n, M)."""
+    units, labels (n,) and the per-row loss (n, M), all on ``device``, where the sums stay: no
+    value is read back to the host per minibatch (counts are added with ``index_add_`` rather
+    than ``bincount``, which reads the largest index back on CUDA, and without boolean masks,
+    whose result size is a device value)."""
 
-    def __init__(self, models: int, outputs: int, s: MetricSettings) -> None:
+    def __init__(self, models: int, outputs: int, s: MetricSettings, device: torch.device = torch.device("cpu")) -> None:
         self.s, self.models, self.outputs = s, models, outputs
-        z = lambda *shape: torch.zeros(*shape, dtype=torch.float64)  # noqa: E731
+        self._calibration_rows_seen = 0  # on the host: decides how much of a minibatch enters the histogram
+        z = lambda *shape: torch.zeros(*shape, dtype=torch.float64, device=device)  # noqa: E731
         self.sums: dict[str, torch.Tensor] = {"rows": z(1), "loss": z(models)}
         if s.predictor_type == "binary_classifier":
             self.sums |= {"pos": z(models, len(EDGES) + 1), "neg": z(models, len(EDGES) + 1)}
-            self._edges = torch.as_tensor(EDGES, dtype=torch.float32)
+            self._edges = torch.as_tensor(EDGES, dtype=torch.float32, device=device)
         elif s.predictor_type == "multiclass_classifier":
             self.sums |= {"true": z(models, outputs), "predicted": z(models, outputs), "hit": z(models, outputs),
                           "top_k": z(models), "dcg": z(models)}
         else:
             self.sums |= {"squared": z(models), "absolute": z(models)}
+        self._model_index = torch.arange(models, device=device)[None, :]
 
     def add(self, pred: torch.Tensor, y: torch.Tensor, loss: torch.Tensor) -> None:
-        pred, y, loss = pred.cpu(), y.cpu(), loss.cpu()  # the statistics live on the CPU
         sums, n = self.sums, pred.shape[0]
-        seen = int(sums["rows"][0])
         sums["rows"] += n
         sums["loss"] += loss.sum(0, dtype=torch.float64)
         if self.s.predictor_type == "binary_classifier":
-            keep = max(0, min(n, self.s.calibration_rows - seen))
+            keep = max(0, min(n, self.s.calibration_rows - self._calibration_rows_seen))
+            self._calibration_rows_seen += n
             if keep:
-                bins = torch.bucketize(pred[:keep, :, 0].contiguous(), self._edges)  # (n, M)
-                flat = (bins + torch.arange(self.models)[None, :] * sums["pos"].shape[1])
-                positive = y[:keep, None].expand_as(flat) > 0.5
+                bins = torch.bucketize(pred[:keep, :, 0].contiguous(), self._edges)  # (keep, M)
                 size = sums["pos"].numel()
-                sums["pos"] += torch.bincount(flat[positive], minlength=size).view_as(sums["pos"])
-                sums["neg"] += torch.bincount(flat[~positive], minlength=size).view_as(sums["neg"])
+                flat = bins + self._model_index * sums["pos"].shape[1]
+                positive = (y[:keep, None] > 0.5).expand_as(flat)
+                counts = _count(flat + positive * size, 2 * size)  # negatives first, then positives
+                sums["neg"] += counts[:size].view_as(sums["neg"])
+                sums["pos"] += counts[size:].view_as(sums["pos"])
         elif self.s.predictor_type == "multiclass_classifier":
             label = y.long()
             top = pred.argmax(-1)  # (n, M)
-            offsets = torch.arange(self.models)[None, :] * self.outputs
+            offsets = self._model_index * self.outputs
             size = self.models * self.outputs
 
-            def count(index: torch.Tensor) -> torch.Tensor:
-                return torch.bincount(index.reshape(-1), minlength=size).view(self.models, self.outputs)
+            def count(index: torch.Tensor, weights: torch.Tensor | None = None) -> torch.Tensor:
+                return _count(index, size, weights).view(self.models, self.outputs)
             sums["true"] += count(label[:, None] + offsets)
             sums["predicted"] += count(top + offsets)
-            sums["hit"] += count((top + offsets)[top == label[:, None]])
+            sums["hit"] += count(top + offsets, top == label[:, None])
             true_score = pred.gather(-1, label[:, None, None].expand(-1, self.models, 1))
             rank = (pred > true_score).sum(-1)  # 0 = ranked first
             sums["top_k"] += (rank < self.s.top_k).sum(0)
@@ -103,7 +108,7 @@ class Evaluator:
         return int(self.sums["rows"][0])
 
     def mean_loss(self) -> np.ndarray:
-        return (self.sums["loss"] / max(self.rows, 1)).numpy()
+        return (self.sums["loss"] / max(self.rows, 1)).cpu().numpy()
 
     def selection(self) -> tuple[np.ndarray, np.ndarray]:
         """(metric, threshold) per model; higher metric is better. The threshold (margin units)
@@ -112,7 +117,7 @@ class Evaluator:
         if self.s.predictor_type != "binary_classifier" or self.s.criterion == "loss_function":
             metric, threshold = -loss, np.zeros(self.models)
         else:
-            metric, index = _calibrate(self.sums["pos"].numpy(), self.sums["neg"].numpy(), self.s)
+            metric, index = _calibrate(self.sums["pos"].cpu().numpy(), self.sums["neg"].cpu().numpy(), self.s)
             threshold = EDGES[index]
         # A model that diverged (non-finite loss) is never selected.
         return np.where(np.isfinite(loss), metric, -np.inf), threshold
@@ -121,7 +126,7 @@ class Evaluator:
         """(name, value, "loss"|"score") lines for one model, as the real container names them."""
         lines = [(f"{OBJECTIVE_NAMES[self.s.loss]}_objective", float(self.mean_loss()[model]), "loss")]
         n = max(self.rows, 1)
-        sums = {k: v.numpy() if k == "rows" else v[model].numpy() for k, v in self.sums.items()}
+        sums = {k: (v if k == "rows" else v[model]).cpu().numpy() for k, v in self.sums.items()}
         if self.s.predictor_type == "binary_classifier":
             counts = _counts(sums["pos"][None], sums["neg"][None], self.s.f_beta)
             j = int(np.argmin(np.abs(EDGES - threshold)))
@@ -150,6 +155,15 @@ class Evaluator:
             lines += [("mse", mse, "loss"), ("rmse", float(np.sqrt(mse)), "loss"),
                       ("absolute_loss", float(sums["absolute"] / n) * scale, "loss")]
         return lines
+
+
+def _count(index: torch.Tensor, size: int, weights: torch.Tensor | None = None) -> torch.Tensor:
+    """float64 (size,): how often each value 0 .. size-1 occurs in ``index`` (weighted by
+    ``weights``), exact (sums of small whole numbers in float64) in any order of addition."""
+    flat = index.reshape(-1)
+    add = torch.ones(flat.shape, dtype=torch.float64, device=flat.device) if weights is None else \
+        weights.reshape(-1).to(torch.float64)
+    return torch.zeros(size, dtype=torch.float64, device=flat.device).index_add_(0, flat, add)
 
 
 def _f_beta(precision, recall, beta: float):

@@ -6,7 +6,9 @@
    then trained on like any others, so every pass reads the channel exactly once (a Pipe-mode
    job needs one FIFO per epoch, and File and Pipe mode see identical minibatches).
 2. Each minibatch updates all models with one forward product, hand-written loss gradients and
-   one batched optimizer step (``optimizer``).
+   one batched optimizer step (``optimizer``). Minibatches reach the device through the feed
+   (``feed.py``) and nothing is read back per minibatch: losses and evaluation sums stay on the
+   device until the epoch's metric lines (a GPU never waits for the host).
 3. After each epoch every model is evaluated on ``validation`` (pass ``epoch`` of that channel)
    or on the training sample. Each model keeps a snapshot of its best epoch by the selection
    metric (the calibrated binary criterion, else minus the loss) and that epoch's threshold.
@@ -51,6 +53,7 @@ from pipealgos.io import DataError, Minibatch, concat
 
 from ..base import Params, TrainingContext, report_test_channel
 from ..collectives import EarlyStopping, all_reduce
+from ..feed import DeviceBatch
 from .evaluation import Evaluator, MetricSettings
 from .losses import OBJECTIVE_NAMES, LossSettings, make_loss
 from .model import LinearLearnerModel
@@ -207,10 +210,9 @@ class _Job:
             self.class_weight = torch.as_tensor(weights, dtype=torch.float32, device=self.ctx.device)
 
     # --- the computation -----------------------------------------------------------------
-    def _inputs(self, batch: Minibatch) -> tuple[torch.Tensor, torch.Tensor]:
-        device = self.ctx.device
-        x = self.scaler.features(self.ctx.tensor(batch.features))
-        y = torch.from_numpy(batch.labels).to(device)
+    def _inputs(self, batch: DeviceBatch) -> tuple[torch.Tensor, torch.Tensor]:
+        x = self.scaler.features(batch.features)
+        y = batch.labels
         return x, (self.scaler.labels(y) if self.r.predictor_type == "regressor" else y)
 
     def _forward(self, theta: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
@@ -225,11 +227,10 @@ class _Job:
             return self.class_weight[y.long()][:, None]
         return None
 
-    def _gradient(self, batch: Minibatch | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Summed gradient (d + 1, M, K), summed loss (M,) and row count of one minibatch."""
+    def _gradient(self, batch: DeviceBatch | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Summed gradient (d + 1, M, K) and summed loss (M,) of one minibatch (zeros for none)."""
         if batch is None:
-            device = self.theta.device
-            return torch.zeros_like(self.theta), torch.zeros(self.models, device=device), torch.zeros(1, device=device)
+            return torch.zeros_like(self.theta), torch.zeros(self.models, device=self.theta.device)
         x, y = self._inputs(batch)
         pred = self._forward(self.theta, x)
         loss, grad = self.loss_fn(pred, y)
@@ -240,18 +241,24 @@ class _Job:
         flat = grad.reshape(n, -1)
         full = torch.cat([(x.T @ flat).view(d, self.models, self.outputs),
                           flat.sum(0).view(1, self.models, self.outputs)])
-        return full, loss.sum(0), torch.full((1,), float(n), device=x.device)
+        return full, loss.sum(0)
 
     def _train_epoch(self, batches: Iterator[Minibatch]) -> tuple[np.ndarray, int]:
-        """One pass; returns the mean training loss per model and the rows seen (all hosts)."""
+        """One pass; returns the mean training loss per model and the rows seen (all hosts).
+
+        One host: nothing is read back from the device before the epoch ends (rows are counted
+        on the host, the loss summed on the device), so a GPU never waits for the host. Several
+        hosts: the per-minibatch all-reduce (module docstring) synchronises anyway; its row
+        count, read on the host, says when every host is done."""
         loss_total, rows = torch.zeros(self.models, dtype=torch.float64, device=self.theta.device), 0
-        batches = iter(batches)
+        feed = self.ctx.feed(batches)
         while True:
-            batch = next(batches, None)
-            grad, loss, count = self._gradient(batch)
+            batch = next(feed, None)
+            grad, loss = self._gradient(batch)
+            n = 0 if batch is None else batch.rows
             if self.ctx.distributed:
-                grad, loss, count = all_reduce([grad, loss, count], self.ctx.device)
-            n = int(count.item())
+                grad, loss, count = all_reduce([grad, loss, np.array([float(n)])], self.ctx.device)
+                n = int(count[0])
             if n == 0:
                 break
             self.optimizer.step(self.theta, grad / n)
@@ -264,8 +271,8 @@ class _Job:
         settings = MetricSettings(r.predictor_type, r.loss, r.criterion, p.f_beta, p.target_recall,
                                   p.target_precision, p.accuracy_top_k, threshold_rows or r.num_calibration_samples,
                                   self.scaler.label_scale)
-        evaluator = Evaluator(theta.shape[1], self.outputs, settings)
-        for batch in batches:
+        evaluator = Evaluator(theta.shape[1], self.outputs, settings, theta.device)
+        for batch in self.ctx.feed(batches):
             x, y = self._inputs(batch)
             pred = self._forward(theta, x)
             evaluator.add(pred, y, self.loss_fn(pred, y)[0])
