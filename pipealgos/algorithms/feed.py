@@ -91,6 +91,16 @@ def device_batches(minibatches: Iterable[Minibatch], device: torch.device, keep_
     return (DeviceBatch(batch.size, host=batch, keep_sparse=keep_sparse) for batch in minibatches)
 
 
+def array_to_device(array: np.ndarray, device: torch.device) -> torch.Tensor:
+    """A host array an algorithm made (PCA's random signs) on ``device``: a view on the CPU; on
+    CUDA through pinned memory with a ``non_blocking`` copy on the current stream, which
+    orders it before the work that uses it, without the host waiting."""
+    tensor = torch.from_numpy(array)
+    if device.type != "cuda":
+        return tensor.to(device)
+    return tensor.pin_memory().to(device, non_blocking=True)
+
+
 def stacked(minibatches: Iterable[Minibatch], rows_per_launch: int | None) -> Iterator[list[Minibatch]]:
     """Consecutive minibatches grouped until a group holds ``rows_per_launch`` rows (one per
     group when None); a sparse minibatch is always a group of its own."""

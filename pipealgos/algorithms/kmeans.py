@@ -7,7 +7,9 @@ reduction from K to k.
    ``random`` = K distinct rows, ``kmeans++`` = D² sampling (greedy, as scikit-learn's:
    the best of 2 + ln K candidates per step).
 2. **Stream**: each minibatch is assigned to the nearest centers in one batched torch
-   distance computation (‖x‖² − 2x·c + ‖c‖², CPU or CUDA). Center j keeps its *mass*:
+   distance computation (‖x‖² − 2x·c + ‖c‖², CPU or CUDA; on CUDA the minibatches come
+   through the device feed and nothing is read back per minibatch; they are not stacked,
+   since each one moves the centers). Center j keeps its *mass*:
    count n_j, vector sum s_j and sum of squared norms q_j of the points assigned to it,
    and sits at s_j / n_j. For n_new new points with mean m this is exactly the spec's
    c ← (1 − p)c + p·m with p = n_new / (n_prev + n_new). With ``half_life_time_size`` H > 0
@@ -58,6 +60,7 @@ from pipealgos.io.minibatch import Features
 from pipealgos.io.mxnet_module import MODEL_FILE, ndarray_model, ndarray_model_or_none, require_finite
 from pipealgos.io.ndarray import write_ndarrays
 
+from . import feed
 from .base import Params, TrainingContext, report_test_channel
 from .collectives import all_reduce
 from .nearest_center import NearestCenter
@@ -66,6 +69,7 @@ NAME = "kmeans"
 AUTO_EXTRA_CENTER_FACTOR = 10
 AUTO_LOCAL_LLOYD_NUM_TRIALS = 10
 SYNC_EVERY = 10  # minibatches each host streams between two multi-host merges
+TEST_ROWS_PER_LAUNCH = 65_536  # test rows scored per launch on a device (see _report_test)
 
 
 def center_factor(params: Params) -> int:
@@ -115,12 +119,16 @@ def segment_sum(index: torch.Tensor, values: torch.Tensor, segments: int) -> tor
 def _minibatch_mass(assign: torch.Tensor, x: torch.Tensor, K: int) -> tuple[torch.Tensor, ...]:
     """Per center: the count, vector sum and sum of squared norms (float64) of its rows of ``x``.
 
-    On CPU with numpy and scipy, single-threaded: these are small passes over the minibatch,
-    and torch's parallel elementwise kernels stall badly when another thread (the readahead
-    decoder, a Pipe-mode feeder) holds one of the cores they wait on."""
-    if x.device.type != "cpu":
-        return (torch.bincount(assign, minlength=K).double(), segment_sum(assign, x, K).double(),
-                segment_sum(assign, (x * x).sum(1).double(), K))
+    On a device: from one (n, K) one-hot matrix built by ``scatter_`` (``bincount`` and
+    ``one_hot`` read the largest index back to the host on CUDA; products, unlike
+    ``index_add_``, add in a fixed order, so the model does not vary between runs). On CPU with
+    numpy and scipy, single-threaded: these are small passes over the minibatch, and torch's
+    parallel elementwise kernels stall badly when another thread (the readahead decoder, a
+    Pipe-mode feeder) holds one of the cores they wait on."""
+    if not feed.computes_on_host(x.device):
+        one_hot = torch.zeros(len(assign), K, dtype=x.dtype, device=x.device).scatter_(1, assign[:, None], 1.0)
+        return (one_hot.sum(0, dtype=torch.float64), (one_hot.T @ x).double(),
+                one_hot.T.double() @ (x * x).sum(1).double())
     rows, index = x.numpy(), assign.numpy()
     one_hot = sp.csr_matrix((np.ones(len(index), dtype=np.float32), index, np.arange(len(index) + 1)),
                             shape=(len(index), K))
@@ -345,8 +353,9 @@ class KMeansModel:
 
 
 def _batches(ctx: TrainingContext, epoch: int, params: Params) -> Iterator[torch.Tensor]:
-    for batch in ctx.channels.minibatches("train", epoch, params.mini_batch_size, params.feature_dim):
-        yield ctx.tensor(batch.features)
+    """The user's minibatches on the device, unstacked: each one moves the centers."""
+    minibatches = ctx.channels.minibatches("train", epoch, params.mini_batch_size, params.feature_dim)
+    return (batch.features for batch in ctx.feed(minibatches))
 
 
 def _initial_centers(ctx: TrainingContext, params: Params, batches: Iterator[torch.Tensor],
@@ -450,11 +459,13 @@ def _report_test(model: KMeansModel, params: Params, ctx: TrainingContext) -> No
     """``test msd`` / ``test ssd``: squared distance of each test record to its nearest centroid."""
     centroids = torch.from_numpy(model.centroids.astype(np.float64)).to(ctx.device)
     norms = (centroids * centroids).sum(1)
-    ssd, count = 0.0, 0
-    for batch in ctx.channels.minibatches("test", 0, params.mini_batch_size, params.feature_dim):
-        x = ctx.tensor(batch.features, torch.float64)
-        ssd += float(squared_distances(x, centroids, norms).min(1).values.sum())
-        count += batch.size
+    total, count = torch.zeros((), dtype=torch.float64, device=ctx.device), 0
+    minibatches = ctx.channels.minibatches("test", 0, params.mini_batch_size, params.feature_dim)
+    # Assignment to fixed centroids does not depend on the minibatches: stacked on a device.
+    for batch in ctx.feed(minibatches, rows_per_launch=TEST_ROWS_PER_LAUNCH):
+        total += squared_distances(batch.features.double(), centroids, norms).min(1).values.sum()
+        count += batch.rows
+    ssd = float(total)
     if not count:
         ctx.report.info("the test channel holds no records: no test metrics")
         return

@@ -31,11 +31,13 @@ from pipealgos.io.minibatch import Features
 from pipealgos.io.mxnet_module import MODEL_FILE, ndarray_model, ndarray_model_or_none, require_finite
 from pipealgos.io.ndarray import write_ndarrays
 
+from . import feed
 from .base import Params, TrainingContext, report_test_channel
 from .collectives import all_reduce
 from .tensors import to_torch
 
 NAME = "pca"
+ROWS_PER_LAUNCH_BYTES = 64 << 20  # a device launch's rows in regular mode (see _rows_per_launch)
 
 
 def sketch_size(params: Params) -> int:
@@ -83,7 +85,11 @@ class PCAStats:
 
 
 class PCAAccumulator:
-    """Adds minibatches into :class:`PCAStats` with torch (CPU or CUDA).
+    """Adds minibatches into :class:`PCAStats`.
+
+    ``add`` takes host features (numpy / scipy: the CPU path, below) or a tensor on the device
+    (the device path: every sum stays on the device, nothing is read back before
+    :meth:`result`, so a GPU never waits for the host).
 
     Regular mode, dense rows: each minibatch's Gram matrix is one float32 product, added
     into float64 sums. To keep float32 exact enough, rows are first shifted by a fixed
@@ -92,7 +98,14 @@ class PCAAccumulator:
     holds Σyᵀy, Σy and n at once. :meth:`result` turns that back into Σx and Σxᵀx in float64
     (Σxᵀx = Σyᵀy + s(Σy)ᵀ + (Σy)sᵀ + n ssᵀ), so merging across hosts and the decomposition
     are unchanged. Two to three times less work per row than a float64 product, and no
-    float64 copy of the minibatch. Sparse minibatches are summed exactly, in float64."""
+    float64 copy of the minibatch. On the CPU the shift is numpy's (single-threaded, see
+    ``nearest_center``), on a device torch's. Sparse minibatches are summed exactly, in
+    float64: with scipy on the CPU; on a device regular mode densifies each minibatch there
+    (its Gram matrix is d × d anyway) and randomized mode adds each non-zero's column with
+    ``index_add_`` (float64 atomics: the order of additions may differ between runs, far
+    below float32 rounding). Randomized mode's signs are drawn on the host in both paths
+    from the same generator, one (ℓ × rows) draw per minibatch, so CPU and CUDA build the
+    same sketch from the same minibatches."""
 
     def __init__(self, params: Params, device: torch.device, seed: int = 0) -> None:
         self.params = params
@@ -100,29 +113,41 @@ class PCAAccumulator:
         self.stats = PCAStats.empty(params)
         self._rng = np.random.default_rng(seed)
         d = params.feature_dim
-        self._shift: np.ndarray | None = None  # float32 (d,)
+        self._shift: np.ndarray | torch.Tensor | None = None  # float32 (d,)
         self._shifted_gram = torch.zeros(d + 1, d + 1, dtype=torch.float64, device=device)
         self._rows = np.ones((0, d + 1), dtype=np.float32)  # [x − s, 1] of the current minibatch
+        self._device_sums: dict[str, torch.Tensor] = {}  # PCAStats fields summed on the device
 
-    def add(self, features: Features) -> None:
+    def add(self, features: Features | torch.Tensor) -> None:
         stats = self.stats
         stats.n += features.shape[0]
         stats.batches += 1
-        if stats.gram is not None and not sp.issparse(features):
+        if torch.is_tensor(features):
+            self._add_on_device(features)
+        elif stats.gram is not None and not sp.issparse(features):
             self._add_dense_gram(np.asarray(features, dtype=np.float32))
-            return
+        else:
+            self._add_on_host(features)
+
+    def _add_on_host(self, features: Features) -> None:
+        stats = self.stats
         stats.total += np.asarray(features.sum(axis=0, dtype=np.float64)).ravel()
         if stats.gram is not None:
             csr = features.astype(np.float64)
             stats.gram += (csr.T @ csr).toarray()
         else:
-            signs = self._rng.integers(0, 2, size=(sketch_size(self.params), features.shape[0])) * 2.0 - 1.0
+            signs = self._signs(features.shape[0])
             if sp.issparse(features):
                 stats.sketch += np.asarray((features.T.astype(np.float64) @ signs.T).T)
             else:
                 h = torch.from_numpy(signs).to(self.device)
                 stats.sketch += (h @ to_torch(features, self.device, torch.float64)).cpu().numpy()
-            stats.sketch_ones += signs.sum(axis=1)
+
+    def _signs(self, rows: int) -> np.ndarray:
+        """The minibatch's ±1 matrix H_t (ℓ × rows, float64); Σ H_t·1 is added on the host."""
+        signs = self._rng.integers(0, 2, size=(sketch_size(self.params), rows)) * 2.0 - 1.0
+        self.stats.sketch_ones += signs.sum(axis=1)
+        return signs
 
     def _add_dense_gram(self, x: np.ndarray) -> None:
         n, d = x.shape
@@ -135,13 +160,50 @@ class PCAAccumulator:
         y = torch.from_numpy(rows).to(self.device)
         self._shifted_gram += (y.T @ y).double()
 
+    def _add_on_device(self, x: torch.Tensor) -> None:
+        n, d = x.shape
+        if self.stats.gram is not None and x.layout == torch.strided:
+            if self._shift is None:
+                self._shift = x.mean(0, dtype=torch.float64).float()
+            rows = torch.ones(n, d + 1, dtype=torch.float32, device=x.device)
+            torch.sub(x, self._shift, out=rows[:, :d])
+            self._shifted_gram += (rows.T @ rows).double()
+            return
+        sums = self._device_sums or self._zero_device_sums()
+        if self.stats.gram is not None:  # sparse rows, regular mode
+            dense = x.to_dense().double()
+            sums["total"] += dense.sum(0)
+            sums["gram"] += dense.T @ dense
+            return
+        h = feed.array_to_device(self._signs(n), x.device)
+        if x.layout == torch.strided:
+            sums["total"] += x.sum(0, dtype=torch.float64)
+            sums["sketch"] += h @ x.double()
+            return
+        values, columns = x.values().double(), x.col_indices()
+        row_of_value = torch.repeat_interleave(torch.arange(n, device=x.device), x.crow_indices().diff(),
+                                               output_size=len(columns))  # the size given: no read-back
+        sums["total"].index_add_(0, columns, values)
+        sums["sketch"].index_add_(1, columns, h[:, row_of_value] * values)
+
+    def _zero_device_sums(self) -> dict[str, torch.Tensor]:
+        for name in ("total", "gram", "sketch"):
+            host = getattr(self.stats, name)
+            if host is not None:
+                self._device_sums[name] = torch.zeros(host.shape, dtype=torch.float64, device=self.device)
+        return self._device_sums
+
     def result(self) -> PCAStats:
-        """The statistics so far, with the shifted dense sums folded into Σx and Σxᵀx."""
+        """The statistics so far, with the shifted dense sums folded into Σx and Σxᵀx and the
+        device's sums added (the one read-back)."""
         stats = self.stats
+        for name, on_device in self._device_sums.items():
+            setattr(stats, name, getattr(stats, name) + on_device.cpu().numpy())
+            on_device.zero_()
         if stats.gram is not None and self._shift is not None:
             d = self.params.feature_dim
             g = self._shifted_gram.cpu().numpy()
-            shift = self._shift.astype(np.float64)
+            shift = np.asarray(self._shift.cpu() if torch.is_tensor(self._shift) else self._shift, dtype=np.float64)
             sum_y, n = g[d, :d], g[d, d]
             stats.total += sum_y + n * shift
             stats.gram += g[:d, :d] + np.outer(shift, sum_y) + np.outer(sum_y, shift) + n * np.outer(shift, shift)
@@ -223,14 +285,25 @@ def _merge_hosts(stats: PCAStats, device: torch.device) -> PCAStats:
     return merged
 
 
+def _rows_per_launch(params: Params) -> int | None:
+    """Regular mode's sums do not depend on the minibatches: on a device, stack them into
+    launches of about 64 MB of float32 rows. Randomized mode keeps the user's minibatches (its
+    signs are drawn per minibatch, as on the CPU)."""
+    if params.algorithm_mode != "regular":
+        return None
+    return max(params.mini_batch_size, ROWS_PER_LAUNCH_BYTES // (4 * params.feature_dim))
+
+
 def train(params: Params, ctx: TrainingContext) -> PCAModel:
     """Stream the train channel once, merge across hosts, decompose."""
     acc = PCAAccumulator(params, ctx.device, seed=ctx.seed + ctx.rank)
     if params.algorithm_mode == "randomized":
         ctx.resolve("extra_components", sketch_size(params) - params.num_components)
     started = time.perf_counter()
-    for batch in ctx.channels.minibatches("train", 0, params.mini_batch_size, params.feature_dim):
-        acc.add(batch.features)
+    minibatches = ctx.channels.minibatches("train", 0, params.mini_batch_size, params.feature_dim)
+    on_host = feed.computes_on_host(ctx.device)
+    for batch in ctx.feed(minibatches, rows_per_launch=_rows_per_launch(params)):
+        acc.add(batch.host.features if on_host else batch.features)
     stats = acc.result()
     elapsed = time.perf_counter() - started
     ctx.report.info(f"host {ctx.rank}: {stats.n} records in {stats.batches} minibatches")

@@ -129,3 +129,57 @@ def test_training_reads_nothing_back_per_minibatch(job, host_reads):
     many = _reads_while_training(job, 40, host_reads)
     assert few > 0  # the counter sees the per-epoch reads (metric lines, the model)
     assert many == few, f"{job}: {few} host reads with 4 minibatches per epoch, {many} with 40"
+
+
+# --- the device paths give the CPU paths' models ----------------------------------------------
+
+
+def _train(job: str, hyperparameters: dict, blocks: list[Minibatch]):
+    spec = ALGORITHMS[job]
+    ctx = TrainingContext(MemoryChannels({"train": blocks}), RecordingReport(), sparse_input=spec.sparse_input)
+    return spec.train(spec.schema.build(hyperparameters), ctx)
+
+
+def _sparse_rows(rows: int, d: int, seed: int) -> Minibatch:
+    return Minibatch(sp.random(rows, d, density=0.3, format="csr", dtype=np.float32, random_state=seed))
+
+
+DEVICE_PATH_JOBS = [
+    ("pca", {"feature_dim": "6", "num_components": "3", "mini_batch_size": "70"}, "dense"),
+    ("pca", {"feature_dim": "6", "num_components": "3", "mini_batch_size": "70"}, "sparse"),
+    ("pca", {"feature_dim": "6", "num_components": "3", "mini_batch_size": "70", "algorithm_mode": "randomized",
+             "extra_components": "3"}, "dense"),
+    ("pca", {"feature_dim": "6", "num_components": "3", "mini_batch_size": "70", "algorithm_mode": "randomized",
+             "extra_components": "3"}, "sparse"),
+    ("kmeans", {"feature_dim": "6", "k": "3", "mini_batch_size": "70", "epochs": "2", "extra_center_factor": "3",
+                "local_lloyd_num_trials": "2"}, "dense"),
+]
+
+
+@pytest.mark.parametrize("job,hyperparameters,kind", DEVICE_PATH_JOBS)
+def test_device_paths_train_the_cpu_paths_model(job, hyperparameters, kind, monkeypatch):
+    blocks = [_dense(500, d=6, seed=4, labels=False) if kind == "dense" else _sparse_rows(500, 6, seed=4)]
+    on_host = _train(job, hyperparameters, blocks).to_arrays()
+    monkeypatch.setattr(feed, "computes_on_host", lambda device: False)
+    on_device = _train(job, hyperparameters, blocks).to_arrays()
+    assert on_host.keys() == on_device.keys()
+    for name in on_host:
+        np.testing.assert_allclose(on_device[name], on_host[name], rtol=2e-5, atol=2e-6, err_msg=name)
+
+
+def test_pca_sums_do_not_depend_on_how_rows_are_stacked(monkeypatch):
+    """What a CUDA feed does with rows_per_launch: the same sums from stacked launches."""
+    from pipealgos.algorithms.pca import PCAAccumulator, finalize
+
+    params = ALGORITHMS["pca"].schema.build({"feature_dim": "4", "num_components": "2", "mini_batch_size": "50"})
+    batches = [_dense(50, seed=i, labels=False) for i in range(6)]
+    models = []
+    for rows_per_launch in (None, 120):
+        acc = PCAAccumulator(params, torch.device("cpu"))
+        for group in feed.stacked(iter(batches), rows_per_launch):
+            rows, (features,), _ = feed.stage(group, keep_sparse=False, pin=False)
+            acc.add(features)
+        models.append(finalize(acc.result(), params))
+    assert models[0].s.shape == (2,)
+    np.testing.assert_allclose(models[1].s, models[0].s, rtol=1e-6)
+    np.testing.assert_allclose(models[1].v, models[0].v, atol=2e-5)  # float32 sums, another shift
