@@ -4,19 +4,18 @@ for byte."""
 from __future__ import annotations
 
 import tarfile
-from pathlib import Path
 
 import numpy as np
 import pytest
+from sagemaker_models import REAL_PCA_ARCHIVE
 
 from pipealgos.io import DataError
 from pipealgos.io.ndarray import read_ndarrays, write_ndarrays
 
-ARTIFACT = Path(__file__).resolve().parents[3] / "shared" / "data" / "sagemaker-artifacts" / "pca-ml-finance-btc" / "model.tar.gz"
 
 
 def _real_pca_file() -> bytes:
-    with tarfile.open(ARTIFACT) as tar:
+    with tarfile.open(REAL_PCA_ARCHIVE) as tar:
         return tar.extractfile("model_algo-1").read()
 
 
