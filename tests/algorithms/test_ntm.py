@@ -142,6 +142,15 @@ def test_every_optimizer_lowers_the_training_loss(optimizer):
     assert len(losses) == 6 and losses[-1] < losses[0] * 0.98, losses
 
 
+def test_weight_decay_shrinks_weights_and_leaves_biases_alone():
+    """MXNet's convention (wd_mult 0 for biases): decay moves only *_weight arrays."""
+    plain, decayed = _one_step({}), _one_step({"weight_decay": "0.5"})
+    for name in plain:
+        if name.endswith("_bias"):
+            np.testing.assert_allclose(decayed[name], plain[name], rtol=1e-5, atol=1e-8, err_msg=name)
+    assert not np.allclose(decayed["projection_weight"], plain["projection_weight"], atol=1e-4)
+
+
 def test_sub_sample_trains_on_that_share_of_the_documents():
     x, _ = planted(1000)
     params = SCHEMA.build({**SMALL, "sub_sample": "0.3"})

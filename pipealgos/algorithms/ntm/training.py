@@ -16,7 +16,10 @@ Gradient step: the gradient of the mean loss over the minibatch's non-empty docu
 optimizers take MXNet's defaults (the real container is MXNet): ``adadelta`` is MXNet's
 AdaDelta (rho 0.9, eps 1e-5), which has no learning rate, so ``learning_rate`` does not affect
 it (torch's Adadelta with lr = 1); ``rmsprop`` gamma 0.9, eps 1e-8; ``adagrad`` eps 1e-7.
-``weight_decay`` is added to the gradient (torch's ``weight_decay``). ``sub_sample`` keeps each
+``weight_decay`` is added to the gradient (torch's ``weight_decay``) of the weights only
+(FullyConnected ``*_weight`` and batch norm's gamma), as MXNet's optimizers do by default
+(``wd_mult`` 0 for biases): the decoder bias holds the background word frequencies, and
+decaying it pulls them towards uniform. ``sub_sample`` keeps each
 training document of a pass with that probability (seeded per host).
 
 Multi-host: synchronous data parallelism, as DistributedDataParallel does it, written with the
@@ -60,17 +63,20 @@ def encoder_layers(params: Params) -> list[int]:
     return list(params.encoder_layers)
 
 
-def make_optimizer(params: Params, parameters) -> torch.optim.Optimizer:
+def make_optimizer(params: Params, network: torch.nn.Module) -> torch.optim.Optimizer:
     lr, wd = params.learning_rate, params.weight_decay
+    named = list(network.named_parameters())
+    parameters = [{"params": [w for name, w in named if name.endswith("weight")], "weight_decay": wd},
+                  {"params": [w for name, w in named if not name.endswith("weight")], "weight_decay": 0.0}]
     if params.optimizer == "sgd":
-        return torch.optim.SGD(parameters, lr=lr, weight_decay=wd)
+        return torch.optim.SGD(parameters, lr=lr)
     if params.optimizer == "adam":
-        return torch.optim.Adam(parameters, lr=lr, weight_decay=wd)
+        return torch.optim.Adam(parameters, lr=lr)
     if params.optimizer == "adagrad":
-        return torch.optim.Adagrad(parameters, lr=lr, weight_decay=wd, eps=1e-7)
+        return torch.optim.Adagrad(parameters, lr=lr, eps=1e-7)
     if params.optimizer == "rmsprop":
-        return torch.optim.RMSprop(parameters, lr=lr, alpha=0.9, eps=1e-8, weight_decay=wd)
-    return torch.optim.Adadelta(parameters, lr=1.0, rho=0.9, eps=1e-5, weight_decay=wd)
+        return torch.optim.RMSprop(parameters, lr=lr, alpha=0.9, eps=1e-8)
+    return torch.optim.Adadelta(parameters, lr=1.0, rho=0.9, eps=1e-5)
 
 
 def train(params: Params, ctx: TrainingContext) -> NTMModel:
@@ -116,7 +122,7 @@ class _Job:
         self.network = NTMNetwork(p.feature_dim, p.num_topics, layers, p.encoder_layers_activation, p.batch_norm,
                                   init).to(ctx.device)
         self.parameters = list(self.network.parameters())
-        self.optimizer = make_optimizer(p, self.parameters)
+        self.optimizer = make_optimizer(p, self.network)
         # Noise and sub-sampling differ per host (each host's documents get their own draws).
         self.noise = torch.Generator(device=ctx.device).manual_seed(ctx.seed * 1_000_003 + ctx.rank + 1)
         self.sampler = np.random.default_rng([ctx.seed, ctx.rank])
