@@ -190,6 +190,24 @@ def test_a_failing_record_fails_the_job_naming_object_and_line_and_leaves_no_out
     assert_predictions((tmp_path / "out" / "a.csv.out").read_text(), good)
 
 
+def test_a_stopped_job_is_stopped_exit_3_and_leaves_no_out(tmp_path, kmeans_model, shared_server):
+    """StopTransformJob (Ctrl-C / SIGTERM to `pipealgos transform`): nothing more is sent, the
+    summary says Stopped, exit 3, and no input keeps a complete-looking .out (an earlier run's
+    included)."""
+    (tmp_path / "in").mkdir()
+    for name in ("a", "b", "c"):
+        (tmp_path / "in" / f"{name}.csv").write_bytes(csv_bytes(rows(20)))
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "b.csv.out").write_text("an earlier run's output\n")
+    req = request("km-stop", str(tmp_path / "in"), str(tmp_path / "out"), "text/csv", "Line", "SingleRecord")
+    options = TransformOptions(progress="plain", progress_stream=io.StringIO())
+    job = TransformRun(parse_transform_job(req), ModelSource(str(kmeans_model)), options, server=shared_server)
+    job.request_stop("SIGTERM")
+    result = job.run()
+    assert (result.status, result.exit_status) == ("Stopped", 3), result.summary
+    assert not list((tmp_path / "out").iterdir())
+
+
 def test_bad_recordio_data_fails_naming_object_and_offset(tmp_path, kmeans_model, shared_server):
     (tmp_path / "in").mkdir()
     (tmp_path / "in" / "x.pbr").write_bytes(recordio_bytes(rows(3)) + b"garbage!")
