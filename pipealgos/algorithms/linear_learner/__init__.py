@@ -8,9 +8,18 @@ Modules: ``params`` (hyperparameters, ``auto`` values, the model grid), ``losses
 (metrics, calibration), ``training`` (the job), ``model`` (the stored model and ``predict``).
 """
 
-from .model import LinearLearnerModel
-from .training import train
-
 NAME = "linear-learner"
 
 __all__ = ["NAME", "LinearLearnerModel", "train"]
+
+
+def __getattr__(name: str):
+    """``train`` and ``LinearLearnerModel`` load torch: imported on first use, so that the
+    schema can read :mod:`.predictors` without it."""
+    if name == "train":
+        from .training import train
+        return train
+    if name == "LinearLearnerModel":
+        from .model import LinearLearnerModel
+        return LinearLearnerModel
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

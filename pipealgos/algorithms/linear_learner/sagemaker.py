@@ -35,9 +35,9 @@ from pipealgos.io import DataError
 from pipealgos.io.mxnet_module import (MODEL_FILE, Node, json_member, model_file, read_zip, require_finite,
                                        shape_attr, symbol_json, write_zip, zip_member, zip_names)
 from pipealgos.io.ndarray import read_ndarrays, write_ndarrays
-from pipealgos.platform.schemas.linear_learner import LOSSES
 
 from .params import resolve_loss
+from .predictors import LOSSES
 
 ZIP_MANIFEST = "manifest.json"
 ADDITIONAL_PARAMS = "additional-params.json"

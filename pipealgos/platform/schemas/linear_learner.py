@@ -6,15 +6,10 @@ Where the developer guide and the SDK disagree on a bound, the SDK's (the looser
 container's default of 1 and must be >= 3 only for ``multiclass_classifier``.
 """
 
+from pipealgos.algorithms.linear_learner.predictors import LOSSES, PREDICTOR_TYPES
+
 from ..hyperparameters import Param, Schema
 
-PREDICTOR_TYPES = ("binary_classifier", "multiclass_classifier", "regressor")
-LOSSES = {
-    "binary_classifier": ("auto", "logistic", "hinge_loss"),
-    "multiclass_classifier": ("auto", "softmax_loss"),
-    "regressor": ("auto", "squared_loss", "absolute_loss", "eps_insensitive_squared_loss",
-                  "eps_insensitive_absolute_loss", "quantile_loss", "huber_loss"),
-}
 ALL_LOSSES = tuple(sorted({loss for losses in LOSSES.values() for loss in losses}))
 CRITERIA = ("accuracy", "f_beta", "precision_at_target_recall", "recall_at_target_precision", "loss_function",
             "f1", "cross_entropy_loss")
