@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import io
 import json
+import math
 import os
 import zipfile
 from dataclasses import dataclass, field
@@ -41,14 +42,15 @@ def is_zip(data: bytes) -> bool:
 
 
 def max_inflated_bytes() -> int:
-    """The most a model zip may inflate to: ``PIPEALGOS_MODEL_MAX_EXTRACTED_MB`` (default 4096),
-    the cap ``serve`` already puts on the ``model.tar.gz`` around it."""
+    """The most a model archive (a SageMaker model zip, or the ``model.tar.gz`` that ``serve``
+    unpacks) may inflate to: ``PIPEALGOS_MODEL_MAX_EXTRACTED_MB`` (default 4096, far above any
+    model the built-ins make, far below a zip bomb's inflation). Read here for every reader."""
     text = os.environ.get("PIPEALGOS_MODEL_MAX_EXTRACTED_MB", "").strip() or "4096"
     try:
         megabytes = float(text)
     except ValueError:
         megabytes = float("nan")
-    if not megabytes > 0:
+    if not (megabytes > 0 and math.isfinite(megabytes)):
         raise DataError(f"PIPEALGOS_MODEL_MAX_EXTRACTED_MB={text!r} is not a size in MB > 0",
                         fix="set it to a number of megabytes such as 4096, or unset it")
     return int(megabytes * 1024 * 1024)

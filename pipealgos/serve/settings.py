@@ -13,12 +13,14 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 
+from pipealgos.io import DataError
+from pipealgos.io.mxnet_module import max_inflated_bytes
+
 DEFAULT_PORT = 8080
 LOOPBACK = "127.0.0.1"
 ALL_INTERFACES = "0.0.0.0"
 DEFAULT_TIMEOUT_S = 60
 DEFAULT_READ_TIMEOUT_S = 20  # SageMaker's front end sends a 6 MB body in well under a second
-DEFAULT_MAX_EXTRACTED_MB = 4096  # far above any model the built-ins make, far below a zip bomb's inflation
 
 
 class ServeConfigError(ValueError):
@@ -67,8 +69,11 @@ def default_timeout() -> int:
 
 
 def max_extracted_model_bytes() -> int:
-    megabytes = env_number("PIPEALGOS_MODEL_MAX_EXTRACTED_MB", DEFAULT_MAX_EXTRACTED_MB, float, minimum=0.000001)
-    return int(megabytes * 1024 * 1024)
+    """``PIPEALGOS_MODEL_MAX_EXTRACTED_MB`` in bytes, read where every model reader reads it."""
+    try:
+        return max_inflated_bytes()
+    except DataError as exc:
+        raise ServeConfigError(str(exc)) from None
 
 
 def request_read_timeout() -> float:
