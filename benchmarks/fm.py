@@ -108,15 +108,15 @@ class PlainFM(torch.nn.Module):
         return self.bias + linear + 0.5 * ((sums * sums).sum(1) - own)
 
 
-def baseline_minibatches(x: sp.csr_matrix, y: np.ndarray, device: torch.device) -> list[tuple]:
+def baseline_minibatches(x: sp.csr_matrix, y: np.ndarray, device: torch.device, batch: int = BATCH) -> list[tuple]:
     batches = []
-    for start in range(0, x.shape[0], BATCH):
-        part = x[start : start + BATCH]
+    for start in range(0, x.shape[0], batch):
+        part = x[start : start + batch]
         n = part.shape[0]
         rows = np.repeat(np.arange(n), np.diff(part.indptr))
         batches.append(tuple(t.to(device) for t in (
             torch.from_numpy(part.indices.astype(np.int64)), torch.from_numpy(part.indptr[:-1].astype(np.int64)),
-            torch.from_numpy(part.data), torch.from_numpy(rows), torch.from_numpy(y[start : start + BATCH]))) + (n,))
+            torch.from_numpy(part.data), torch.from_numpy(rows), torch.from_numpy(y[start : start + batch]))) + (n,))
     return batches
 
 
