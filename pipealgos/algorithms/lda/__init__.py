@@ -7,6 +7,10 @@ counts, whitened by the second, form an orthogonal tensor whose components are t
   formed); :mod:`.training` reads ``train`` once (see :func:`.training.train`).
 * :mod:`.decomposition`: whitening from the top ceil(1.25·num_topics) eigenpairs of M2, ALS
   with restarts, unwhitening to alpha and beta.
+* :mod:`.refinement`: a few variational EM passes over the first documents held in memory
+  (at most 1,000,000 stored entries), from the spectral α and β; β refined, α kept. Always
+  on, no hyperparameter (SageMaker's table is unchanged); skipped when those documents hold
+  under 5 % of the corpus's tokens (large corpora, where the moments are accurate).
 * :mod:`.inference`: ``topic_mixture`` per document and the test metric.
 * :mod:`.training`: ``train``.
 

@@ -16,6 +16,7 @@ from pipealgos.io import DataError
 
 from ..base import Params, TrainingContext, report_test_channel
 from ..collectives import all_reduce
+from . import refinement
 from .decomposition import Whitening, alpha_from_second_moment, best_of_restarts, topics_from_components, whitening
 from .inference import completion_log_likelihood
 from .model import LDAModel
@@ -77,27 +78,48 @@ def train(params: Params, ctx: TrainingContext) -> LDAModel:
     itself. Otherwise, if M2 of the whole corpus has more mass outside P than half its
     weakest topic's eigenvalue (a corpus ordered by topic, whose first documents miss some),
     the basis is found again by the streamed range finder (:func:`_streamed_basis`, two passes)
-    and the moments projected in a fourth."""
+    and the moments projected in a fourth. Last, β is refined by variational EM over the first
+    held documents (:func:`_refine`)."""
     started = time.perf_counter()
     rank = whitening_rank(params)
     sample, rest = _take_sample(_batches(params, ctx, "train", 0), SAMPLE_ENTRIES)
     basis, sampled = _sample_basis(sample, rank, params, ctx)
     moments = ProjectedPass(basis)
+    tokens = 0.0
     for batch in itertools.chain(sample, rest):
         moments.add(batch)
-    del sample
+        tokens += float(batch.length.sum())
     if ctx.distributed:
         moments.merge_hosts()
+        tokens = float(all_reduce([np.array([tokens])], ctx.device)[0][0])
     _check_corpus(moments.counts, params, ctx)
     passes = 1
     if sampled < moments.counts.seen and _basis_misses_topics(moments, params, ctx):
         moments = _stream(ProjectedPass(_streamed_basis(rank, params, ctx)), params, ctx, epoch=3)
         passes = 4
     ctx.report.throughput(passes * moments.counts.seen / max(time.perf_counter() - started, 1e-9))
-    model = _decompose(moments, params, ctx)
+    spectral = _decompose(moments, params, ctx)
+    del moments
+    model = _refine(spectral, sample, tokens, ctx)
     ctx.report.progress(100.0)
     report_test_channel(ctx, lambda: _report_test(model, params, ctx))
     return model
+
+
+def _refine(spectral: LDAModel, sample: list[CountBatch], tokens: float, ctx: TrainingContext) -> LDAModel:
+    """The spectral model's β refined by variational EM over the first held documents
+    (:mod:`.refinement`); the spectral model itself when they are too small a share of the corpus."""
+    started = time.perf_counter()
+    blocks = refinement.document_blocks([batch.csr for batch in sample])
+    sample.clear()  # the float64 blocks replace the sample's float32 batches
+    beta = refinement.refine(spectral, blocks, tokens, ctx.distributed, ctx.device)
+    if beta is None:
+        ctx.report.info(f"kept the spectral topics: the {sum(b.shape[0] for b in blocks)} document(s) that EM "
+                        f"would refine hold less than {refinement.MIN_SHARE:.0%} of the corpus's tokens")
+        return spectral
+    ctx.report.info(f"refined the spectral topics by {refinement.PASSES} variational EM passes over "
+                    f"{sum(b.shape[0] for b in blocks)} document(s) in {time.perf_counter() - started:.2f} s")
+    return LDAModel(spectral.alpha, beta)
 
 
 def _sample_basis(sample: list[CountBatch], rank: int, params: Params, ctx: TrainingContext) -> tuple[torch.Tensor, int]:
