@@ -259,6 +259,16 @@ class RecordDecoder:
         self.frames.frames_seen = frames
         self.has_labels = has_labels
 
+    def adopt_layout(self, other: "RecordDecoder") -> None:
+        """Start with what ``other`` learnt of the stream's record layout (the dense template,
+        whether sparse records were seen, the sparse path's window), as a decoder of a later
+        chunk of the same stream (:mod:`.parallel`): learning it again on the general path cost
+        a quarter of each chunk's time. A template is only a guess checked against every
+        frame, so a layout that changed later in the stream is still decoded exactly."""
+        self._template = other._template
+        self._sparse_seen = other._sparse_seen
+        self._sparse_window = other._sparse_window
+
     def decode(self, buf: np.ndarray, pos: int, end: int, base: int, at_eof: bool) -> tuple[list[Minibatch], int, int]:
         """Decode the whole frames in ``buf[pos:end]`` (``base`` = stream offset of ``buf[0]``).
 

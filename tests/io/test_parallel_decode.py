@@ -13,7 +13,9 @@ from mlroot import FifoFeeder
 from recordgen import Row, as_dense, split_frames_plain
 
 from pipealgos.io import ChannelSpec, DataError, iter_minibatches, write_dense, write_sparse
-from pipealgos.io.parallel import DECODE_THREADS_ENV, decode_stream_parallel, decode_threads_from_env, record_cut
+from pipealgos.io import sparse_run
+from pipealgos.io.parallel import (DECODE_THREADS_ENV, decode_stream_parallel, decode_threads_from_env, record_cut,
+                                    record_cut_python)
 from pipealgos.io.protobuf import RecordDecoder
 from pipealgos.io.recordio import encode_frame
 from pipealgos.io.stream import aligned_buffer, decode_stream
@@ -82,6 +84,14 @@ def test_split_records_across_chunk_boundaries():
     assert_same_decoding(data, chunk=2048)
 
 
+def test_later_chunks_start_from_the_layout_learnt_and_still_check_it():
+    """Chunks after the first start with its decoder's dense template; where the layout
+    changes (sparse records between dense ones) every frame is
+    still checked against it, so the blocks are the single decoder's."""
+    data = dense_stream(300, dim=1000) + sparse_stream(40) + dense_stream(300, dim=1000)
+    assert_same_decoding(data, chunk=8192, threads=2)
+
+
 def test_a_record_longer_than_a_chunk():
     data = dense_stream(5, dim=5000) + dense_stream(50, dim=5000)
     assert_same_decoding(data, chunk=4096)
@@ -96,6 +106,22 @@ def test_cut_is_the_last_record_start_before_an_incomplete_frame():
     assert record_cut(buf, 50) == (40, False)
     buf[20:24] = 0  # the second header's magic destroyed
     assert record_cut(buf, len(data)) == (0, True)
+
+
+def test_the_compiled_cut_walks_frames_as_the_python_one():
+    """Dense runs, sparse records, split records, every end offset and damaged headers: the
+    kernel's walk gives the Python walk's (cut, corrupt) exactly."""
+    assert sparse_run.implementation == "c"  # built by setup.py: a missing kernel fails, not skips
+    split = split_frames_plain(b"\x0a" * 40, [10, 25])
+    for data in (dense_stream(30), sparse_stream(20), split + dense_stream(5) + split):
+        buf = aligned_buffer(len(data) + 8)
+        buf[: len(data)] = np.frombuffer(data, np.uint8)
+        for end in range(0, len(data) + 1, 3):
+            assert record_cut(buf, end) == record_cut_python(buf, end), end
+        for at in RNG.integers(0, len(data), 20):
+            damaged = buf.copy()
+            damaged[at] ^= 0xFF
+            assert record_cut(damaged, len(data)) == record_cut_python(damaged, len(data)), at
 
 
 @pytest.mark.parametrize("damage", ["bad record", "width", "labels", "truncated", "magic", "nan"])
