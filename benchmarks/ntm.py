@@ -170,6 +170,9 @@ def reuters_epoch_timing(device: torch.device, epochs: int = 100) -> list[str]:
     File-mode reader (``ntm.train``'s whole time over ``epochs``: pass 0, model set-up and every
     epoch included; no validation channel) against in-memory ProdLDA (the epochs' loop only)."""
     x = load_reuters()
+    # The first optimizer a process builds imports torch._dynamo (~1.8 s here): paid once per
+    # process by either side, so paid before both rather than charged to whichever runs first.
+    torch.optim.Adam([torch.zeros(1, requires_grad=True)])
     with tempfile.TemporaryDirectory(prefix="bench-ntm-reuters-") as tmp:
         write_channel(x, Path(tmp))
         settings = {"feature_dim": x.shape[1], "mini_batch_size": 64, "epochs": epochs, "num_patience_epochs": epochs,
