@@ -168,10 +168,6 @@ def train_prodlda(x: sp.csr_matrix, epochs: int, seed: int = 0) -> tuple[ProdLDA
     return model, time.perf_counter() - started
 
 
-def run_prodlda(x: sp.csr_matrix, epochs: int) -> float:
-    return train_prodlda(x, epochs)[1]
-
-
 def reuters_epoch_timing(device: torch.device, epochs: int = 100) -> list[str]:
     """Seconds per epoch on Reuters, batch 64, 20 topics: ours through RecordIO files and the real
     File-mode reader (``ntm.train``'s whole time over ``epochs``: pass 0, model set-up and every
@@ -185,7 +181,7 @@ def reuters_epoch_timing(device: torch.device, epochs: int = 100) -> list[str]:
         settings = {"feature_dim": x.shape[1], "mini_batch_size": 64, "epochs": epochs, "num_patience_epochs": epochs,
                     "learning_rate": 0.002, "weight_decay": 0.0001}
         ours = run_ours(Path(tmp), device, **settings) / epochs
-    prodlda = run_prodlda(x, epochs) / epochs
+    prodlda = train_prodlda(x, epochs)[1] / epochs
     ratio = ours / prodlda
     return [f"| pipealgos ntm (RecordIO files, `ntm.train` total / epochs) | {ours * 1000:.1f} |",
             f"| plain PyTorch ProdLDA (dense rows in memory, epochs' loop only) | {prodlda * 1000:.1f} |",

@@ -111,7 +111,7 @@ def _refine(spectral: LDAModel, sample: list[CountBatch], tokens: float, ctx: Tr
     (:mod:`.refinement`); the spectral model itself when they are too small a share of the corpus."""
     started = time.perf_counter()
     blocks = refinement.document_blocks([batch.csr for batch in sample])
-    sample.clear()  # the float64 blocks replace the sample's float32 batches
+    sample.clear()  # the blocks are copies: the sample's batches can go
     beta = refinement.refine(spectral, blocks, tokens, ctx.distributed, ctx.device)
     if beta is None:
         ctx.report.info(f"kept the spectral topics: the {sum(b.shape[0] for b in blocks)} document(s) that EM "
