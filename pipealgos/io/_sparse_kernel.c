@@ -373,9 +373,176 @@ static PyObject *py_record_cut(PyObject *Py_UNUSED(self), PyObject *args)
     return Py_BuildValue("nO", cut, corrupt ? Py_True : Py_False);
 }
 
+/* ---- Dense records: runs of frames of one layout (the template of pipealgos/io/protobuf.py) ---- */
+
+/* Whether a float32 (as its bits) is NaN or infinite: all exponent bits set. */
+#define NONFINITE_BITS(bits) (((bits) & 0x7F800000u) == 0x7F800000u)
+
+/* `count` values of `size` bytes (4: float32, 8: float64) at src -> float32 at out; returns
+ * whether any output value is NaN or infinite (checked after the cast: a float64 beyond
+ * float32's range becomes infinite). */
+static int gather_values(const uint8_t *src, Py_ssize_t count, int size, float *out)
+{
+    uint32_t nonfinite = 0;
+    if (size == 4) {
+        /* Copy and check in one loop over 4-byte words (the compiler vectorises it). */
+        for (Py_ssize_t i = 0; i < count; i++) {
+            uint32_t bits;
+            memcpy(&bits, src + 4 * i, 4);
+            memcpy(out + i, &bits, 4);
+            nonfinite |= NONFINITE_BITS(bits);
+        }
+        return nonfinite != 0;
+    }
+    for (Py_ssize_t i = 0; i < count; i++) {
+        double value;
+        uint32_t bits;
+        memcpy(&value, src + 8 * i, 8);
+        out[i] = (float)value;
+        memcpy(&bits, out + i, 4);
+        nonfinite |= NONFINITE_BITS(bits);
+    }
+    return nonfinite != 0;
+}
+
+/* A run of dense frames at buf[pos]: which words of a frame hold constant bytes and their
+ * values, and where the values lie. */
+typedef struct {
+    Py_ssize_t stride;
+    const uint32_t *cols, *mask, *want; /* word index in the frame, mask of constant bytes, value */
+    Py_ssize_t ncols;
+    Py_ssize_t feature_offset, feature_count;
+    int feature_size;
+    Py_ssize_t label_offset; /* -1: no label */
+    int label_size;
+} DenseLayout;
+
+static int frame_matches(const uint8_t *frame, const DenseLayout *t)
+{
+    for (Py_ssize_t c = 0; c < t->ncols; c++) {
+        uint32_t word;
+        memcpy(&word, frame + 4 * (Py_ssize_t)t->cols[c], 4);
+        if ((word & t->mask[c]) != t->want[c])
+            return 0;
+    }
+    return 1;
+}
+
+/* One pass: each of at most `rows` frames is checked against the layout and its values are
+ * copied into the outputs; the run ends before the first frame that differs. Returns the
+ * frames taken and the first row (of those) with a non-finite feature / label, or -1. */
+static Py_ssize_t dense_gather(const uint8_t *frames, Py_ssize_t rows, const DenseLayout *t, float *features,
+                               float *labels, Py_ssize_t *bad_feature_row, Py_ssize_t *bad_label_row)
+{
+    Py_ssize_t row = 0;
+    *bad_feature_row = *bad_label_row = -1;
+    for (; row < rows; row++) {
+        const uint8_t *frame = frames + row * t->stride;
+        if (!frame_matches(frame, t))
+            break;
+        if (gather_values(frame + t->feature_offset, t->feature_count, t->feature_size,
+                          features + row * t->feature_count) && *bad_feature_row < 0)
+            *bad_feature_row = row;
+        if (labels != NULL && gather_values(frame + t->label_offset, 1, t->label_size, labels + row)
+            && *bad_label_row < 0)
+            *bad_label_row = row;
+    }
+    return row;
+}
+
+/* A read-only buffer of uint32 items (the layout's word arrays). */
+static int word_buffer(PyObject *obj, Py_buffer *view, const char *name)
+{
+    if (PyObject_GetBuffer(obj, view, PyBUF_C_CONTIGUOUS) < 0)
+        return 0;
+    if (view->itemsize != 4) {
+        PyErr_Format(PyExc_ValueError, "%s: uint32 items expected", name);
+        PyBuffer_Release(view);
+        return 0;
+    }
+    return 1;
+}
+
+PyDoc_STRVAR(dense_gather_doc,
+             "dense_gather(buf, pos, stride, cols, mask, want, feature_offset, feature_size,\n"
+             "             label_offset, label_size, features, labels) -> (rows, bad_feature_row, bad_label_row)\n\n"
+             "The dense template's run in one pass over buf[pos:]: frames of `stride` bytes are taken while\n"
+             "their words `cols` (uint32 indices into the frame) masked with `mask` equal `want`; the\n"
+             "values of each (float32 or float64 by feature_size 4 or 8, at feature_offset in the frame)\n"
+             "are written as float32 into row i of `features` (2-D float32, C order: its shape sets the\n"
+             "most frames taken and the values per frame), the label (label_offset, -1 for none) into\n"
+             "`labels` (float32 or None). bad_*_row: the first row taken whose values are NaN or\n"
+             "infinite after the cast to float32, else -1.");
+
+static PyObject *py_dense_gather(PyObject *Py_UNUSED(self), PyObject *args)
+{
+    Py_buffer in, words[3], out_features, out_labels;
+    Py_ssize_t pos;
+    DenseLayout t;
+    PyObject *word_objs[3], *features_obj, *labels_obj;
+    if (!PyArg_ParseTuple(args, "y*nnOOOniniOO:dense_gather", &in, &pos, &t.stride, &word_objs[0], &word_objs[1],
+                          &word_objs[2], &t.feature_offset, &t.feature_size, &t.label_offset, &t.label_size,
+                          &features_obj, &labels_obj))
+        return NULL;
+    static const char *word_names[3] = {"cols", "mask", "want"};
+    PyObject *result = NULL;
+    int held_words = 0, held_features = 0, held_labels = 0;
+    for (; held_words < 3; held_words++)
+        if (!word_buffer(word_objs[held_words], &words[held_words], word_names[held_words]))
+            goto done;
+    if (!output_buffer(features_obj, &out_features, 4, "features"))
+        goto done;
+    held_features = 1;
+    if (labels_obj != Py_None) {
+        if (!output_buffer(labels_obj, &out_labels, 4, "labels"))
+            goto done;
+        held_labels = 1;
+    }
+    t.cols = words[0].buf, t.mask = words[1].buf, t.want = words[2].buf;
+    t.ncols = words[0].len / 4;
+    if (out_features.ndim != 2 || t.stride <= 0 || t.stride % 4 || pos < 0 || pos > in.len
+        || words[1].len / 4 != t.ncols || words[2].len / 4 != t.ncols
+        || (t.feature_size != 4 && t.feature_size != 8) || (held_labels && t.label_size != 4 && t.label_size != 8)
+        || held_labels != (t.label_offset >= 0)) {
+        PyErr_SetString(PyExc_ValueError, "dense_gather: inconsistent arguments (see its docstring)");
+        goto done;
+    }
+    Py_ssize_t rows = out_features.shape[0];
+    t.feature_count = out_features.shape[1];
+    if ((in.len - pos) / t.stride < rows)
+        rows = (in.len - pos) / t.stride;
+    if (held_labels && out_labels.len / 4 < rows)
+        rows = out_labels.len / 4;
+    /* Everything read must lie inside a frame: the checked words and the values. */
+    int inside = t.feature_offset >= 0 && t.feature_offset + t.feature_count * t.feature_size <= t.stride
+                 && (!held_labels || t.label_offset + t.label_size <= t.stride);
+    for (Py_ssize_t c = 0; c < t.ncols; c++)
+        inside &= 4 * (Py_ssize_t)t.cols[c] + 4 <= t.stride;
+    if (!inside) {
+        PyErr_SetString(PyExc_ValueError, "dense_gather: a word or value lies outside the frame");
+        goto done;
+    }
+    Py_ssize_t taken, bad_feature_row, bad_label_row;
+    Py_BEGIN_ALLOW_THREADS
+    taken = dense_gather((const uint8_t *)in.buf + pos, rows, &t, out_features.buf,
+                         held_labels ? out_labels.buf : NULL, &bad_feature_row, &bad_label_row);
+    Py_END_ALLOW_THREADS
+    result = Py_BuildValue("nnn", taken, bad_feature_row, bad_label_row);
+done:
+    if (held_labels)
+        PyBuffer_Release(&out_labels);
+    if (held_features)
+        PyBuffer_Release(&out_features);
+    while (held_words > 0)
+        PyBuffer_Release(&words[--held_words]);
+    PyBuffer_Release(&in);
+    return result;
+}
+
 static PyMethodDef methods[] = {
     {"walk", py_walk, METH_VARARGS, walk_doc},
     {"record_cut", py_record_cut, METH_VARARGS, record_cut_doc},
+    {"dense_gather", py_dense_gather, METH_VARARGS, dense_gather_doc},
     {NULL, NULL, 0, NULL},
 };
 

@@ -1,4 +1,5 @@
-"""Running a test under each implementation of the sparse fast path (``sparse_run``)."""
+"""Running a test under each implementation of the fast paths: the compiled kernel (``"c"``: the
+sparse runs, the dense template's ``dense_gather``, the chunk cutter) or numpy (``sparse_run``)."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ SPARSE_IMPLEMENTATIONS = ["numpy", "c"]
 
 @contextmanager
 def sparse_implementation(name: str) -> Iterator[None]:
-    """Decode sparse runs with ``name`` ("numpy" or "c") inside the block."""
+    """Decode sparse runs and dense template runs with ``name`` ("numpy" or "c") inside the block."""
     before = sparse_run.implementation
     sparse_run.implementation = name
     try:
