@@ -1,13 +1,14 @@
 """RecordIO-protobuf decoded on several threads, in order.
 
-One reading thread cuts the stream into chunks of whole records (at frame boundaries where a
-record starts) and hands each to a pool of decoding threads, each chunk to a fresh
-:class:`RecordDecoder`; the blocks come back in stream order. The decoder's dense and sparse
-fast paths spend their time in numpy and in the C kernel, which release the GIL, so the
-threads run at once.
+Each decoding thread in turn takes the next chunk of whole records from the stream (read and
+cut at frame boundaries where a record starts, under a lock, so the stream is read in order)
+and decodes it with a fresh :class:`RecordDecoder`; the consumer takes the blocks in stream
+order. A chunk is read and decoded by one thread, so its bytes stay in that core's cache. The
+decoder's dense and sparse fast paths spend their time in numpy and in the C kernel, which
+release the GIL, so the threads run at once.
 
-Finding the cuts is a walk over frame headers; a run of frames of one size (dense records)
-is checked in one numpy comparison rather than frame by frame, so cutting costs little.
+Finding the cuts is a walk over frame headers, in the compiled kernel where it is built
+(:func:`record_cut`), so cutting costs little.
 
 The single-threaded decoder stays the reference. A chunk's results are accepted only when
 they agree with what came before (all of it consumed, the same feature count, labels on all
@@ -23,9 +24,8 @@ The thread count is ``PIPEALGOS_DECODE_THREADS`` (default 1: see
 from __future__ import annotations
 
 import os
-from collections import deque
+import threading
 from collections.abc import Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import BinaryIO
 
@@ -176,6 +176,8 @@ class _Buffers:
     every chunk cost page faults and cache misses that made two threads slower than one."""
 
     def __init__(self, size: int) -> None:
+        # Taken by the thread reading (under the read lock), given back by the consumer: one
+        # list append or pop is atomic, and only one thread pops.
         self.size = size
         self.free: list[np.ndarray] = []
 
@@ -211,44 +213,120 @@ def _chunks(stream: BinaryIO, buffers: _Buffers) -> Iterator[_Chunk]:
         base += cut
 
 
+class _Workers:
+    """Threads that each take the next chunk from the stream (one at a time, under a lock) and
+    decode it, so a chunk is read and decoded on the same core (handing the bytes to another
+    core's cache made a chunk decode ~2x slower), and reading is spread over the threads
+    rather than done between the consumer's turns. At most ``window`` chunks are read and
+    not yet taken by the consumer."""
+
+    def __init__(self, chunks: Iterator[_Chunk], source: str, feature_dim: int | None, threads: int,
+                 window: int) -> None:
+        self.chunks, self.source = chunks, source
+        self.feature_dim = feature_dim  # the width established so far (the consumer updates it)
+        self.layout_of: RecordDecoder | None = None  # the decoder of the last chunk decoded
+        self.read_lock = threading.Lock()
+        self.slots = threading.Semaphore(window)
+        self.done = threading.Condition()
+        self.results: dict[int, tuple[_Chunk, _Decoded | None]] = {}
+        self.read_count = 0  # chunks taken from the stream so far (the next one's number)
+        self.reading_over = False  # the last chunk was taken, or reading failed (``failure``)
+        self.failure: BaseException | None = None
+        self.stopped = False
+        self.threads = [threading.Thread(target=self._work, name=f"decode-{i}", daemon=True) for i in range(threads)]
+        for thread in self.threads:
+            thread.start()
+
+    def _work(self) -> None:
+        while True:
+            self.slots.acquire()
+            with self.read_lock:
+                if self.stopped or self.reading_over:
+                    return
+                try:
+                    chunk = next(self.chunks)
+                except BaseException as exc:  # the consumer raises it when it reaches this chunk
+                    self._reading_over(exc)
+                    return
+                number = self.read_count
+                self.read_count += 1
+                if chunk.last:
+                    self._reading_over(None)
+                layout_of, feature_dim = self.layout_of, self.feature_dim
+            try:
+                decoded = _decode_chunk(chunk, self.source, feature_dim, layout_of)
+                self.layout_of = decoded.decoder
+                result: tuple = (chunk, decoded)
+            except Exception:  # noqa: BLE001 - the single decoder reproduces the error (DataError or not)
+                result = (chunk, None)
+            with self.done:
+                self.results[number] = result
+                self.done.notify_all()
+
+    def _reading_over(self, failure: BaseException | None) -> None:
+        with self.done:
+            self.reading_over = True
+            self.failure = self.failure or failure
+            self.done.notify_all()
+
+    def result(self, number: int) -> tuple[_Chunk, _Decoded | None]:
+        """Chunk ``number`` and its decoding (None: it failed), waiting for it; the error that
+        ended reading, raised where the stream broke off (the consumer stops at the last chunk,
+        so a chunk never read means reading failed)."""
+        with self.done:
+            while number not in self.results:
+                if self.reading_over and number >= self.read_count:
+                    raise self.failure
+                self.done.wait()
+            chunk_result = self.results.pop(number)
+        self.slots.release()
+        return chunk_result
+
+    def stop(self, wait: bool) -> None:
+        """No more chunks are taken; ``wait``: until the threads have finished theirs."""
+        self.stopped = True
+        for _ in self.threads:
+            self.slots.release()
+        if wait:
+            for thread in self.threads:
+                thread.join()
+
+    def later_chunks(self, after: int) -> list[_Chunk]:
+        """The chunks read after chunk ``after``, in stream order (call after ``stop(wait=True)``)."""
+        return [self.results[n][0] for n in range(after + 1, self.read_count)]
+
+
 def decode_stream_parallel(stream: BinaryIO, source: str, feature_dim: int | None, threads: int,
                            chunk_size: int = DEFAULT_BUFFER) -> Iterator[Minibatch]:
     """The blocks of a RecordIO-protobuf ``stream``, decoded on ``threads`` threads, in order."""
     state = _State()
-    layout_of: RecordDecoder | None = None  # the decoder of the last chunk accepted
-    pending: deque[tuple[_Chunk, Future]] = deque()
     buffers = _Buffers(chunk_size)
     chunks = _chunks(stream, buffers)
-    with ThreadPoolExecutor(threads, thread_name_prefix="decode") as pool:
-        try:
-            while True:
-                while len(pending) < 2 * threads and (chunk := next(chunks, None)) is not None:
-                    known = state.feature_dim if state.feature_dim is not None else feature_dim
-                    pending.append((chunk, pool.submit(_decode_chunk, chunk, source, known, layout_of)))
-                if not pending:
-                    return
-                chunk, future = pending.popleft()
-                try:
-                    done = future.result()
-                except DataError:
-                    done = None
-                if done is None or not state.accepts(done, chunk):
-                    break
-                state.add(done)
-                layout_of = done.decoder
-                yield from done.blocks
-                buffers.give_back(chunk)  # blocks are copies: the decoder keeps no view of its input
-                if chunk.last:
-                    return
-        finally:
-            for _, later in pending:
-                later.cancel()
-    # The reference path from the chunk that did not fit on: it reproduces the exact error.
-    rest = b"".join(bytes(c.data) for c in (chunk, *(c for c, _ in pending)))
-    if not (chunk.last or any(c.last for c, _ in pending)):
-        rest_stream: BinaryIO = Replay(rest, _ChunksTail(chunks))
+    workers = _Workers(chunks, source, feature_dim, threads, window=2 * threads)
+    number = 0
+    try:
+        while True:
+            chunk, done = workers.result(number)
+            if done is None or not state.accepts(done, chunk):
+                break
+            state.add(done)
+            if state.feature_dim is not None:
+                workers.feature_dim = state.feature_dim
+            yield from done.blocks
+            buffers.give_back(chunk)  # blocks are copies: the decoder keeps no view of its input
+            if chunk.last:
+                return
+            number += 1
+        # The reference path from the chunk that did not fit on: it reproduces the exact error.
+        workers.stop(wait=True)
+        later = workers.later_chunks(number)
+    finally:
+        workers.stop(wait=False)  # a thread blocked reading a FIFO ends when its read returns
+    rest = b"".join(bytes(c.data) for c in (chunk, *later))
+    if any(c.last for c in (chunk, *later)):
+        rest_stream: BinaryIO = Replay(rest, _Empty())
     else:
-        rest_stream = Replay(rest, _Empty())
+        rest_stream = Replay(rest, _ChunksTail(chunks))
     yield from decode_stream(rest_stream, state.decoder(source, feature_dim), base=chunk.base)
 
 

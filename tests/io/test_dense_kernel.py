@@ -142,3 +142,33 @@ def test_dense_gather_refuses_a_layout_reaching_outside_the_frame():
         sparse_run._sparse_kernel.dense_gather(buf, 0, 16, words, words, words, 4, 4, -1, 0, features, None)
     with pytest.raises(ValueError, match="outside the frame"):
         sparse_run._sparse_kernel.dense_gather(buf, 0, 32, words + 8, words, words, 0, 4, -1, 0, features, None)
+
+
+def big_blocks(data: bytes):
+    """Blocks of ~1 MB (large enough for the kernel's reusable arrays), one at a time."""
+    with sparse_implementation("c"):
+        yield from decode_stream(io.BytesIO(data), RecordDecoder("src"), 1 << 20)
+
+
+def address(block) -> int:
+    return block.features.__array_interface__["data"][0]
+
+
+def test_blocks_kept_by_the_consumer_are_never_overwritten():
+    data = dense_bytes(40_000, 50)
+    kept = list(big_blocks(data))
+    assert len({address(b) for b in kept}) == len(kept) > 5
+    np.testing.assert_array_equal(np.vstack([b.features for b in kept]), outcome(data, "numpy")[0])
+
+
+def test_memory_of_a_dropped_block_holds_a_later_one():
+    data = dense_bytes(40_000, 50)
+    addresses, kept_slice = [], None
+    for i, block in enumerate(big_blocks(data)):
+        addresses.append(address(block))
+        if i == 2:
+            kept_slice = block.features[10:20]  # a view keeps its block's memory from reuse
+            want = kept_slice.copy()
+    assert len(set(addresses)) < len(addresses) / 2  # reused, not fresh memory per block
+    assert addresses.count(addresses[2]) == 1
+    np.testing.assert_array_equal(kept_slice, want)

@@ -5,6 +5,7 @@ chunks small enough that records, split records and errors fall across chunk bou
 from __future__ import annotations
 
 import io
+import os
 
 import numpy as np
 import pytest
@@ -176,3 +177,42 @@ def test_a_bad_thread_count_names_the_setting(monkeypatch, value):
     monkeypatch.setenv(DECODE_THREADS_ENV, value)
     with pytest.raises(DataError, match=f"{DECODE_THREADS_ENV}='{value}'"):
         decode_threads_from_env()
+
+
+class BreaksAfter(io.RawIOBase):
+    """A stream whose reads fail once ``size`` bytes were read (a dropped connection)."""
+
+    def __init__(self, data: bytes, size: int) -> None:
+        self.data, self.size, self.pos = data, size, 0
+
+    def readinto(self, view) -> int:
+        if self.pos >= self.size:
+            raise OSError("connection reset")
+        n = min(len(view), self.size - self.pos)
+        view[:n] = self.data[self.pos : self.pos + n]
+        self.pos += n
+        return n
+
+
+def test_a_failed_read_is_raised_after_the_records_before_it():
+    data = dense_stream(3000)
+    delivered = []
+    with pytest.raises(OSError, match="connection reset"):
+        for block in decode_stream_parallel(BreaksAfter(data, len(data) // 2), "src", None, 2, 4096):
+            delivered.append(block)
+    _, labels = joined(delivered)
+    frame = len(data) // 3000
+    assert len(labels) >= (len(data) // 2 - 2 * 4096) // frame  # every chunk read whole before it
+    np.testing.assert_array_equal(labels, np.arange(len(labels)))  # in order, none skipped
+
+
+def test_a_consumer_stopping_early_does_not_wait_for_a_blocked_read():
+    read_end, write_end = os.pipe()
+    data = dense_stream(2000)
+    os.write(write_end, data[:40000])  # then the writer keeps the pipe open: a read blocks
+    stream = open(read_end, "rb", buffering=0)
+    blocks = decode_stream_parallel(stream, "src", None, 2, 4096)
+    assert next(blocks).size > 0
+    blocks.close()  # returns although a decoding thread is blocked reading the pipe
+    os.close(write_end)  # its read returns; it ends
+    stream.close()
