@@ -18,6 +18,7 @@ from pipealgos.algorithms import ntm
 from pipealgos.algorithms.base import TrainingContext
 from pipealgos.algorithms.ntm.model import NTMModel, bags_of
 from pipealgos.algorithms.ntm.network import NTMNetwork
+from pipealgos.algorithms.ntm.sparse_ops import bags_times, multinomial_nll
 from pipealgos.algorithms.ntm.topics import CoOccurrence, top_words, topic_uniqueness
 from pipealgos.algorithms.ntm.training import _Job
 from pipealgos.io import Minibatch
@@ -75,6 +76,57 @@ def test_losses_follow_the_formula_and_skip_empty_documents():
     np.testing.assert_allclose(kl.detach().numpy(), want_kl, rtol=1e-5, atol=1e-6)
     assert present.tolist() == [True, False, True]
     assert recons[1] == 0 and kl[1] == 0
+
+
+def _csr_triples(x: np.ndarray) -> tuple[sp.csr_matrix, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    csr = sp.csr_matrix(x)
+    rows = torch.from_numpy(np.repeat(np.arange(len(x)), np.diff(csr.indptr)))
+    return (csr, rows, torch.from_numpy(csr.indices.astype(np.int64)), torch.from_numpy(csr.indptr[:-1].astype(np.int64)),
+            torch.from_numpy(csr.data))
+
+
+@pytest.mark.parametrize("with_scipy", [True, False])
+def test_hand_written_gradients_match_autograd_of_the_plain_formulas(with_scipy):
+    """sparse_ops' two functions against autograd through the dense formulas, float64: the
+    values, and the gradients of a weighted sum of the outputs (a row of zeros included)."""
+    rng = np.random.default_rng(3)
+    x = (rng.random((5, 11)) < 0.4) * rng.integers(1, 4, (5, 11)).astype(np.float64)
+    x[2] = 0
+    csr, rows, indices, offsets, counts = _csr_triples(x)
+    dense = torch.from_numpy(x)
+    weight_in = torch.randn(11, 4, dtype=torch.float64, requires_grad=True)
+    z = torch.randn(5, 3, dtype=torch.float64, requires_grad=True)
+    weight_out = torch.randn(11, 3, dtype=torch.float64, requires_grad=True)
+    bias = torch.randn(11, dtype=torch.float64, requires_grad=True)
+    upstream_in, upstream_out = torch.randn(5, 4, dtype=torch.float64), torch.randn(5, dtype=torch.float64)
+
+    ours_in = bags_times(weight_in, indices, offsets, counts, rows, csr if with_scipy else None)
+    ours_out = multinomial_nll(z, weight_out, bias, rows, indices, counts, dense.sum(1))
+    ((ours_in * upstream_in).sum() + (ours_out * upstream_out).sum()).backward()
+    ours = [t.grad.clone() for t in (weight_in, z, weight_out, bias)]
+    for t in (weight_in, z, weight_out, bias):
+        t.grad = None
+    plain_in = dense @ weight_in
+    plain_out = -(dense * torch.log_softmax(z @ weight_out.T + bias, dim=1)).sum(1)
+    ((plain_in * upstream_in).sum() + (plain_out * upstream_out).sum()).backward()
+
+    torch.testing.assert_close(ours_in, plain_in)
+    torch.testing.assert_close(ours_out, plain_out)
+    for mine, theirs in zip(ours, (t.grad for t in (weight_in, z, weight_out, bias))):
+        torch.testing.assert_close(mine, theirs)
+
+
+def test_the_reconstruction_loss_stays_finite_when_most_probabilities_underflow():
+    """Logits hundreds apart: float32 softmax underflows to 0 for all but one word; the loss
+    comes from the log-normaliser (max logit - log of the largest probability), never log(0)."""
+    x = np.array([[0, 2, 0, 1]], dtype=np.float32)
+    _, rows, indices, _, counts = _csr_triples(x)
+    z = torch.tensor([[1.0]])
+    weight = torch.tensor([[300.0], [0.0], [-300.0], [10.0]])
+    loss = multinomial_nll(z, weight, torch.zeros(4), rows, indices, counts, torch.tensor([3.0]))
+    logits = (z @ weight.T).double()
+    want = -(torch.from_numpy(x).double() * torch.log_softmax(logits, 1)).sum(1)
+    torch.testing.assert_close(loss.double(), want, rtol=1e-6, atol=1e-3)
 
 
 def test_arrays_use_the_real_models_names_and_mxnet_layouts():

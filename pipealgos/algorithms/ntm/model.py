@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+import scipy.sparse as sp
 import torch
 
 from pipealgos.io.minibatch import Features
@@ -15,8 +16,12 @@ from .network import Bags, NTMNetwork
 
 def bags_of(features: Features, device: torch.device) -> Bags:
     """A minibatch (dense or CSR) as the network's input."""
-    indices, offsets, counts = embedding_bag_inputs(features, device)
-    return Bags(indices, offsets, counts, features.shape[0])
+    csr = features if sp.issparse(features) else sp.csr_matrix(features)
+    indices, offsets, counts = embedding_bag_inputs(csr, device)
+    documents = np.repeat(np.arange(csr.shape[0]), np.diff(csr.indptr))
+    word_counts = np.bincount(documents, weights=csr.data, minlength=csr.shape[0]).astype(np.float32)
+    return Bags(indices, offsets, counts, torch.from_numpy(documents).to(device), torch.from_numpy(word_counts).to(device),
+                csr if device.type == "cpu" else None)
 
 
 class NTMModel:

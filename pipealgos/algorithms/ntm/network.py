@@ -25,9 +25,12 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import scipy.sparse as sp
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from .sparse_ops import bags_times, multinomial_nll
 
 ACTIVATIONS = {"sigmoid": torch.sigmoid, "tanh": torch.tanh, "relu": torch.relu}
 BN_EPS = 1e-3
@@ -41,19 +44,19 @@ LOGSIGMA_BIAS = -2.0
 
 class Bags:
     """A minibatch of documents as ``embedding_bag`` inputs (indices, offsets, counts), with
-    the document of each (index, count) pair and each document's word count n_d."""
+    the document of each (index, count) pair (``value_rows``) and each document's word count
+    n_d (``word_counts``)."""
 
-    def __init__(self, indices: torch.Tensor, offsets: torch.Tensor, counts: torch.Tensor, rows: int) -> None:
-        self.indices, self.offsets, self.counts, self.rows = indices, offsets, counts, rows
-        lengths = torch.diff(offsets, append=torch.tensor([len(indices)], device=offsets.device))
-        self.value_rows = torch.repeat_interleave(torch.arange(rows, device=offsets.device), lengths)
-        # float32 sums: exact for documents of fewer than 2**24 words
-        self.word_counts = self.per_document(counts)
+    def __init__(self, indices: torch.Tensor, offsets: torch.Tensor, counts: torch.Tensor, value_rows: torch.Tensor,
+                 word_counts: torch.Tensor, csr: sp.csr_matrix | None = None) -> None:
+        self.indices, self.offsets, self.counts = indices, offsets, counts
+        self.value_rows, self.word_counts = value_rows, word_counts
+        self.csr = csr  # the same minibatch as scipy CSR, on the CPU only (see sparse_ops.bags_times)
+        self.rows = len(offsets)
 
     def per_document(self, values: torch.Tensor) -> torch.Tensor:
         """Sum of ``values`` (one per (index, count) pair) per document."""
-        return torch.zeros(self.rows, dtype=values.dtype, device=values.device).index_put_(
-            (self.value_rows,), values, accumulate=True)
+        return torch.zeros(self.rows, dtype=values.dtype, device=values.device).index_add_(0, self.value_rows, values)
 
 
 class NTMNetwork(nn.Module):
@@ -91,8 +94,8 @@ class NTMNetwork(nn.Module):
 
     def encode(self, bags: Bags) -> tuple[torch.Tensor, torch.Tensor]:
         """(μ, log σ), each (documents, topics)."""
-        h = F.embedding_bag(bags.indices, self.enc_0_weight, bags.offsets, mode="sum",
-                            per_sample_weights=bags.counts) + self.enc_0_bias
+        h = bags_times(self.enc_0_weight, bags.indices, bags.offsets, bags.counts, bags.value_rows,
+                       bags.csr) + self.enc_0_bias
         layers = [None, *self.hidden]
         for index, layer in enumerate(layers):
             if layer is not None:
@@ -114,8 +117,8 @@ class NTMNetwork(nn.Module):
         z = relu(μ) (no sampling)."""
         mu, logsigma = self.encode(bags)
         h = mu if noise is None else mu + torch.exp(logsigma) * noise
-        log_p = F.log_softmax(self.projection(torch.relu(h)), dim=1)
-        recons = bags.per_document(-bags.counts * log_p[bags.value_rows, bags.indices])
+        recons = multinomial_nll(torch.relu(h), self.projection.weight, self.projection.bias, bags.value_rows,
+                                 bags.indices, bags.counts, bags.word_counts)
         kl = -0.5 * (1 + 2 * logsigma - mu * mu - torch.exp(2 * logsigma)).sum(1)
         n_words = bags.word_counts
         present = n_words > 0

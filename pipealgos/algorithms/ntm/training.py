@@ -23,11 +23,11 @@ Gradient step: the gradient of the mean loss over the minibatch's non-empty docu
 optimizers take MXNet's defaults (the real container is MXNet): ``adadelta`` is MXNet's
 AdaDelta (rho 0.9, eps 1e-5), which has no learning rate, so ``learning_rate`` does not affect
 it (torch's Adadelta with lr = 1); ``rmsprop`` gamma 0.9, eps 1e-8; ``adagrad`` eps 1e-7.
-``weight_decay`` is added to the gradient (torch's ``weight_decay``) of the weights only
-(FullyConnected ``*_weight`` and batch norm's gamma), as MXNet's optimizers do by default
-(``wd_mult`` 0 for biases): the decoder bias holds the background word frequencies, and
-decaying it pulls them towards uniform. ``sub_sample`` keeps each
-training document of a pass with that probability (seeded per host).
+``weight_decay`` times the weight is added to the gradient after the clipping (as torch's
+``weight_decay`` does), for the weights only (FullyConnected ``*_weight`` and batch norm's
+gamma), as MXNet's optimizers do by default (``wd_mult`` 0 for biases): the decoder bias holds
+the background word frequencies, and decaying it pulls them towards uniform. ``sub_sample``
+keeps each training document of a pass with that probability (seeded per host).
 
 Multi-host: synchronous data parallelism, as DistributedDataParallel does it, written with the
 shared :func:`~pipealgos.algorithms.collectives.all_reduce` (gloo on CPU, NCCL on GPU) rather
@@ -70,20 +70,22 @@ def encoder_layers(params: Params) -> list[int]:
     return list(params.encoder_layers)
 
 
-def make_optimizer(params: Params, network: torch.nn.Module) -> torch.optim.Optimizer:
-    lr, wd = params.learning_rate, params.weight_decay
-    named = list(network.named_parameters())
-    parameters = [{"params": [w for name, w in named if name.endswith("weight")], "weight_decay": wd},
-                  {"params": [w for name, w in named if not name.endswith("weight")], "weight_decay": 0.0}]
+def make_optimizer(params: Params, parameters: list[torch.nn.Parameter]) -> torch.optim.Optimizer:
+    """The optimizer of ``params.optimizer`` with MXNet's defaults (module docstring), without
+    weight decay (:meth:`_Job._step` adds it), in torch's fused form where torch has one for
+    the device (one kernel over all parameters instead of ~10 per parameter), else its
+    multi-tensor form."""
+    lr = params.learning_rate
+    on_cpu = parameters[0].device.type == "cpu"
     if params.optimizer == "sgd":
-        return torch.optim.SGD(parameters, lr=lr)
+        return torch.optim.SGD(parameters, lr=lr, fused=True)
     if params.optimizer == "adam":
-        return torch.optim.Adam(parameters, lr=lr)
-    if params.optimizer == "adagrad":
-        return torch.optim.Adagrad(parameters, lr=lr, eps=1e-7)
+        return torch.optim.Adam(parameters, lr=lr, fused=True)
+    if params.optimizer == "adagrad":  # torch's fused Adagrad is CPU-only
+        return torch.optim.Adagrad(parameters, lr=lr, eps=1e-7, **({"fused": True} if on_cpu else {"foreach": True}))
     if params.optimizer == "rmsprop":
-        return torch.optim.RMSprop(parameters, lr=lr, alpha=0.9, eps=1e-8)
-    return torch.optim.Adadelta(parameters, lr=1.0, rho=0.9, eps=1e-5)
+        return torch.optim.RMSprop(parameters, lr=lr, alpha=0.9, eps=1e-8, foreach=True)
+    return torch.optim.Adadelta(parameters, lr=1.0, rho=0.9, eps=1e-5, foreach=True)
 
 
 def train(params: Params, ctx: TrainingContext) -> NTMModel:
@@ -106,10 +108,9 @@ def check_counts(batch: Minibatch, channel: str, first_record: int) -> None:
     """Word counts are never negative (the record index is 0-based within the pass)."""
     features = batch.features
     if batch.is_sparse:
-        negative = np.flatnonzero(features.data < 0)
-        if not negative.size:
+        if not features.nnz or features.data.min() >= 0:
             return
-        position = int(negative[0])
+        position = int(np.flatnonzero(features.data < 0)[0])
         row = int(np.searchsorted(features.indptr, position, side="right")) - 1
         column, value = int(features.indices[position]), float(features.data[position])
     else:
@@ -128,8 +129,11 @@ class _Job:
         init = torch.Generator().manual_seed(ctx.seed)
         self.network = NTMNetwork(p.feature_dim, p.num_topics, layers, p.encoder_layers_activation, p.batch_norm,
                                   init).to(ctx.device)
-        self.parameters = list(self.network.parameters())
-        self.optimizer = make_optimizer(p, self.network)
+        named = list(self.network.named_parameters())
+        self.parameters = [w for _, w in named]
+        # MXNet's wd_mult: FullyConnected weights and batch norm's gamma decay, biases do not
+        self.decays = [name.endswith("weight") for name, _ in named]
+        self.optimizer = make_optimizer(p, self.parameters)
         # Noise and sub-sampling differ per host (each host's documents get their own draws).
         self.noise = torch.Generator(device=ctx.device).manual_seed(ctx.seed * 1_000_003 + ctx.rank + 1)
         self.sampler = np.random.default_rng([ctx.seed, ctx.rank])
@@ -236,11 +240,15 @@ class _Job:
                             present.sum().double(), torch.ones((), dtype=torch.float64, device=device)])
 
     def _step(self, grads: list[torch.Tensor], documents: float) -> None:
-        scale = self.p.rescale_gradient / documents
+        torch._foreach_mul_(grads, self.p.rescale_gradient / documents)
+        if self.clip is not None:
+            torch._foreach_clamp_min_(grads, -self.clip)
+            torch._foreach_clamp_max_(grads, self.clip)
+        if self.p.weight_decay:
+            decayed = [(g, w) for g, w, decays in zip(grads, self.parameters, self.decays) if decays]
+            torch._foreach_add_([g for g, _ in decayed], [w for _, w in decayed], alpha=self.p.weight_decay)
         for w, g in zip(self.parameters, grads):
-            w.grad = g.mul_(scale)
-            if self.clip is not None:
-                w.grad.clamp_(-self.clip, self.clip)
+            w.grad = g
         self.optimizer.step()
 
     # --- evaluation ----------------------------------------------------------------------------
