@@ -331,8 +331,9 @@ PyDoc_STRVAR(record_cut_doc,
              "record_cut(buf, end) -> (cut, corrupt)\n\n"
              "The frame-header walk of pipealgos.io.parallel.record_cut, over buf[:end] (buf[0] a\n"
              "frame start): cut is the last offset where a record starts (a whole frame or a split\n"
-             "record's first piece) with every frame before it complete; corrupt says a header\n"
-             "without the RecordIO magic was met.");
+             "record's first piece) with every frame before it complete, as far as the headers\n"
+             "read show (one jump over a run of equal frames: see record_cut_python); corrupt says\n"
+             "a header without the RecordIO magic was met.");
 
 /* One header per frame: the Python loop costs ~1 us a frame, more than the sparse kernel
  * takes to decode the record, so cutting a sparse stream for several decoding threads was
@@ -350,7 +351,7 @@ static PyObject *py_record_cut(PyObject *Py_UNUSED(self), PyObject *args)
     }
     const unsigned char *buf = in.buf;
     Py_ssize_t pos = 0, cut = 0;
-    int corrupt = 0;
+    int corrupt = 0, jumped = 0;
     Py_BEGIN_ALLOW_THREADS
     while (end - pos >= 8) {
         uint32_t magic, lrec;
@@ -366,6 +367,19 @@ static PyObject *py_record_cut(PyObject *Py_UNUSED(self), PyObject *args)
             cut = pos;
         if (end - pos < stride)
             break;
+        /* Dense records: guess that frames like this one fill the buffer, and check the
+         * last one's header (once per call; record_cut_python says why a wrong guess is safe). */
+        Py_ssize_t last = pos + ((end - pos) / stride - 1) * stride;
+        if (!jumped && flag == 0 && last > pos) {
+            jumped = 1;
+            uint32_t last_magic, last_lrec;
+            memcpy(&last_magic, buf + last, 4);
+            memcpy(&last_lrec, buf + last + 4, 4);
+            if (last_magic == MAGIC && last_lrec == lrec) {
+                pos = last;
+                continue;
+            }
+        }
         pos += stride;
     }
     Py_END_ALLOW_THREADS

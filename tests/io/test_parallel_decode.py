@@ -105,8 +105,31 @@ def test_cut_is_the_last_record_start_before_an_incomplete_frame():
     buf[: len(data)] = np.frombuffer(data, np.uint8)
     assert record_cut(buf, len(data)) == (40, False)  # the third may continue a split record: left
     assert record_cut(buf, 50) == (40, False)
-    buf[20:24] = 0  # the second header's magic destroyed
-    assert record_cut(buf, len(data)) == (0, True)
+    damaged = buf.copy()
+    damaged[20:24] = 0  # the second header's magic: the walk jumps over it to the third
+    assert record_cut(damaged, len(data)) == (40, False)
+    damaged = buf.copy()
+    damaged[40:44] = 0  # the third's: no jump, the walk meets it
+    assert record_cut(damaged, len(data)) == (20, True)
+
+
+def test_a_wrong_cut_is_decoded_again_by_the_single_decoder(monkeypatch):
+    """The cut's guess over a run of equal frames is checked only where it lands: a chunk cut
+    inside a frame does not decode to its end, and the single decoder takes over from it."""
+    from pipealgos.io import parallel as module
+
+    calls = []
+    right_cut = module.record_cut
+
+    def sometimes_wrong(buf, end):
+        cut, corrupt = right_cut(buf, end)
+        calls.append(cut)
+        return (cut - 8 if len(calls) == 3 and cut > 8 else cut), corrupt
+
+    monkeypatch.setattr(module, "record_cut", sometimes_wrong)
+    data = dense_stream(3000)
+    assert_same_decoding(data, threads=2)
+    assert len(calls) >= 3
 
 
 def test_the_compiled_cut_walks_frames_as_the_python_one():
