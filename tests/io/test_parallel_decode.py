@@ -10,6 +10,7 @@ import os
 import numpy as np
 import pytest
 import scipy.sparse as sp
+from implementations import SPARSE_IMPLEMENTATIONS, sparse_implementation
 from mlroot import FifoFeeder
 from recordgen import Row, as_dense, split_frames_plain
 
@@ -65,11 +66,13 @@ def error_of(decode) -> DataError:
     return info.value
 
 
+@pytest.mark.parametrize("implementation", SPARSE_IMPLEMENTATIONS)
 @pytest.mark.parametrize("threads", [1, 2, 4])
-def test_dense_records_come_back_whole_and_in_order(threads):
+def test_dense_records_come_back_whole_and_in_order(threads, implementation):
     data = dense_stream(3000)
-    assert len(parallel(data, threads)) >= len(data) // 4096 // 2  # really cut into many chunks
-    assert_same_decoding(data, threads=threads)
+    with sparse_implementation(implementation):
+        assert len(parallel(data, threads)) >= len(data) // 4096 // 2  # really cut into many chunks
+        assert_same_decoding(data, threads=threads)
 
 
 def test_sparse_records_come_back_whole_and_in_order():
@@ -148,8 +151,9 @@ def test_the_compiled_cut_walks_frames_as_the_python_one():
             assert record_cut(damaged, len(data)) == record_cut_python(damaged, len(data)), at
 
 
+@pytest.mark.parametrize("implementation", SPARSE_IMPLEMENTATIONS)
 @pytest.mark.parametrize("damage", ["bad record", "width", "labels", "truncated", "magic", "nan"])
-def test_errors_are_those_of_the_single_decoder(damage):
+def test_errors_are_those_of_the_single_decoder(damage, implementation):
     good = dense_stream(400)
     if damage == "bad record":
         data = good + encode_frame(b"\xff\xff\xff") + good
@@ -167,8 +171,9 @@ def test_errors_are_those_of_the_single_decoder(damage):
         out = io.BytesIO()
         write_dense(out, x, np.ones(50, np.float32))
         data = good + out.getvalue()
-    want = error_of(lambda: sequential(data))
-    got = error_of(lambda: parallel(data))
+    with sparse_implementation(implementation):
+        want = error_of(lambda: sequential(data))
+        got = error_of(lambda: parallel(data))
     assert str(got) == str(want)
     assert (got.record, got.offset) == (want.record, want.offset)
 
