@@ -108,14 +108,20 @@ def _frames_size(data: bytes, count: int) -> int:
     return offset
 
 
-def median_time(fn: Callable, runs: int, open_stream: Callable | None = None) -> float:
-    """Median seconds of ``fn()``, or of ``fn(stream)`` with a stream opened (untimed) per run."""
-    times = []
+def median_time(fn: Callable, runs: int, open_stream: Callable | None = None,
+                cpu: list[float] | None = None) -> float:
+    """Median seconds of ``fn()``, or of ``fn(stream)`` with a stream opened (untimed) per run;
+    the median CPU seconds of this process (all its threads; not a FIFO's feeder) are appended
+    to ``cpu`` when given."""
+    times, cpu_times = [], []
     for _ in range(runs):
         args = () if open_stream is None else (open_stream(),)
-        start = time.perf_counter()
+        start, start_cpu = time.perf_counter(), time.process_time()
         fn(*args)
         times.append(time.perf_counter() - start)
+        cpu_times.append(time.process_time() - start_cpu)
+    if cpu is not None:
+        cpu.append(statistics.median(cpu_times))
     return statistics.median(times)
 
 
@@ -245,8 +251,11 @@ def threaded(source: str, threads: int) -> str:
     return source if threads == 1 else f"{source}, {threads} threads"
 
 
-def measure(ds: DataSet, folder: Path, runs: int, thread_counts: list[int] = (1,)) -> dict[str, float]:
-    """Seconds per pass for every (source, reader) pair."""
+def measure(ds: DataSet, folder: Path, runs: int, thread_counts: list[int] = (1,)
+            ) -> tuple[dict[str, float], dict[str, float]]:
+    """Seconds per pass for every (source, reader) pair, and CPU seconds per pass of ours from
+    a file and a FIFO by thread count (on a shared machine the CPU a reader spends is the
+    figure other processes do not disturb much)."""
     path = folder / f"{ds.name.split()[0]}-{len(ds.data)}.pbr"
     path.write_bytes(ds.data)
     path.read_bytes()  # in the page cache from here on
@@ -254,25 +263,27 @@ def measure(ds: DataSet, folder: Path, runs: int, thread_counts: list[int] = (1,
     dst = aligned_buffer(len(ds.data))
     fifo = FifoSource(folder, path)
     file = lambda: open(path, "rb", buffering=0)  # noqa: E731
+    cpu: dict[str, list[float]] = {}
     times = {
         "memory": median_time(ours(ds), runs, lambda: ds.data),
         "numpy copy": median_time(lambda: np.copyto(dst, src), runs),
         "SDK v2": median_time(sdk_path(ds), max(1, runs // 2)),
-        "file": median_time(ours(ds), runs, file),
+        "file": median_time(ours(ds), runs, file, cpu.setdefault("file", [])),
         "raw file read": median_time(raw_read(), runs, file),
-        "fifo": median_time(ours(ds), runs, fifo),
+        "fifo": median_time(ours(ds), runs, fifo, cpu.setdefault("fifo", [])),
         "raw fifo read": median_time(raw_read(), runs, fifo),
     }
     for threads in (t for t in thread_counts if t > 1):
-        times[threaded("file", threads)] = median_time(ours_parallel(ds, threads), runs, file)
-        times[threaded("fifo", threads)] = median_time(ours_parallel(ds, threads), runs, fifo)
+        for source, opener in (("file", file), ("fifo", fifo)):
+            key = threaded(source, threads)
+            times[key] = median_time(ours_parallel(ds, threads), runs, opener, cpu.setdefault(key, []))
     if ds.sparse and sparse_run.implementation == "c":  # what a machine without the kernel gets
         sparse_run.implementation = "numpy"
         try:
             times[NUMPY_FALLBACK] = median_time(ours(ds), runs, lambda: ds.data)
         finally:
             sparse_run.implementation = "c"
-    return times
+    return times, {key: values[0] for key, values in cpu.items()}
 
 
 def machine() -> str:
@@ -282,7 +293,7 @@ def machine() -> str:
                             f"sparse fast path: {sparse_run.implementation} implementation")
 
 
-def report(results: list[tuple[DataSet, dict[str, float]]], options: str,
+def report(results: list[tuple[DataSet, dict[str, float], dict[str, float]]], options: str,
            thread_counts: list[int] = (1,)) -> tuple[str, bool]:
     lines = [
         "## RecordIO-protobuf decoding (`benchmarks/io_decode.py`)",
@@ -291,14 +302,15 @@ def report(results: list[tuple[DataSet, dict[str, float]]], options: str,
         f"load average {os.getloadavg()[0]:.1f} when it finished (the machine is shared: ratios "
         "measured in the same run are the figures to compare). MB = 10^6 bytes; median of several runs. "
         "SDK v2 = `read_recordio` + `Record.ParseFromString` + filling numpy/CSR arrays, on the "
-        "leading records of the same data.",
+        "leading records of the same data. CPU s/GB: this process's CPU time (all threads; not the FIFO's "
+        "feeder) per GB decoded, median.",
         "",
-        "| data | records | MB | source | decode threads | ours MB/s | ours records/s | baseline | baseline MB/s "
-        "| ours / baseline |",
-        "|---|---:|---:|---|---:|---:|---:|---|---:|---:|",
+        "| data | records | MB | source | decode threads | ours MB/s | ours records/s | ours CPU s/GB | baseline "
+        "| baseline MB/s | ours / baseline |",
+        "|---|---:|---:|---|---:|---:|---:|---:|---|---:|---:|",
     ]
     verdicts, ok = [], True
-    for ds, t in results:
+    for ds, t, cpu in results:
         mb = len(ds.data) / 1e6
         rate = {k: mb / v for k, v in t.items()}
         rate["SDK v2"] = ds.sdk_bytes / 1e6 / t["SDK v2"]
@@ -310,10 +322,11 @@ def report(results: list[tuple[DataSet, dict[str, float]]], options: str,
             key = threaded(source, threads)
             if key not in t:
                 continue
+            cpu_per_gb = f"{cpu[key] / mb * 1000:.2f}" if key in cpu else ""
             for baseline in baselines:
                 lines.append(
                     f"| {ds.name} | {ds.records:,} | {mb:.0f} | {source} | {threads} | {rate[key]:,.0f} | "
-                    f"{ds.records / t[key]:,.0f} | {baseline} | {rate[baseline]:,.0f} | "
+                    f"{ds.records / t[key]:,.0f} | {cpu_per_gb} | {baseline} | {rate[baseline]:,.0f} | "
                     f"{rate[key] / rate[baseline]:.2f} |"
                 )
         if ds.name.startswith("dense 50"):
@@ -382,7 +395,7 @@ def main(argv: list[str] | None = None) -> int:
         for ds in sets:
             print(f"{ds.name}: {ds.records:,} records, {len(ds.data) / 1e6:.0f} MB ...", flush=True)
             try:
-                results.append((ds, measure(ds, Path(tmp), runs, thread_counts)))
+                results.append((ds, *measure(ds, Path(tmp), runs, thread_counts)))
             except FastPathNotTaken as exc:
                 print(f"FAST PATH NOT TAKEN: {exc}", file=sys.stderr)
                 return 1

@@ -28,7 +28,7 @@ from __future__ import annotations
 import math
 import sys
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 from google.protobuf.message import DecodeError
@@ -85,10 +85,13 @@ class _WarmArrays:
     A large block is a view of a slab kept here; once every view of it is gone (the consumer
     dropped the block and what it sliced from it) the slab holds the next block. Fresh memory
     per block cost a page fault per 4 KiB written, ~15% of the time on two decoding threads
-    (glibc hands memory freed in a thread's arena back to the kernel). Thread-safe: the
-    decoders of a stream's chunks share their template (:meth:`RecordDecoder.adopt_layout`)."""
+    (glibc hands memory freed in a thread's arena back to the kernel). One instance serves
+    every decoder of the process (a channel of many files is many streams, each with its own
+    decoders), so it is thread-safe; it keeps at most ``KEEP`` slabs of at most ``LARGEST``
+    bytes each."""
 
     SMALLEST = 256 << 10  # bytes; below this malloc keeps memory mapped anyway
+    LARGEST = 4 << 20  # bytes; a block from a read buffer (2 MiB) fits
     KEEP = 16  # slabs kept at most (a consumer holding blocks must not pin more)
 
     def __init__(self) -> None:
@@ -97,7 +100,7 @@ class _WarmArrays:
 
     def empty(self, rows: int, columns: int) -> np.ndarray:
         nbytes = rows * columns * 4
-        if nbytes < self.SMALLEST:
+        if not self.SMALLEST <= nbytes <= self.LARGEST:
             return np.empty((rows, columns), dtype=np.float32)
         with self._lock:
             slab = self._free_slab(nbytes)
@@ -118,6 +121,9 @@ class _WarmArrays:
         return None
 
 
+_WARM_ARRAYS = _WarmArrays()
+
+
 @dataclass
 class _Template:
     """A dense record layout: frames matching it decode by slicing."""
@@ -129,7 +135,6 @@ class _Template:
     word_want: np.ndarray  # their expected values (masked)
     features: TensorSlot  # offsets relative to the frame start
     label: TensorSlot | None
-    arrays: _WarmArrays = field(default_factory=_WarmArrays)  # the kernel's output arrays
 
     @classmethod
     def from_frame(cls, frame: bytes, slots: tuple[TensorSlot, TensorSlot | None]) -> "_Template":
@@ -169,7 +174,7 @@ class _Template:
         return Minibatch(features, labels), None
 
     def _take_compiled(self, buf: np.ndarray, pos: int, count: int):
-        features = self.arrays.empty(count, self.features.count)
+        features = _WARM_ARRAYS.empty(count, self.features.count)
         labels = None if self.label is None else np.empty(count, dtype=np.float32)
         label_at, label_size = (-1, 0) if self.label is None else (self.label.offset, self.label.dtype.itemsize)
         n, feature_row, label_row = sparse_run._sparse_kernel.dense_gather(
