@@ -20,8 +20,10 @@ def bags_of(features: Features, device: torch.device) -> Bags:
     indices, offsets, counts = embedding_bag_inputs(csr, device)
     documents = np.repeat(np.arange(csr.shape[0]), np.diff(csr.indptr))
     word_counts = np.bincount(documents, weights=csr.data, minlength=csr.shape[0]).astype(np.float32)
-    return Bags(indices, offsets, counts, torch.from_numpy(documents).to(device), torch.from_numpy(word_counts).to(device),
-                csr if device.type == "cpu" else None)
+    present = word_counts > 0
+    per_word = np.divide(1.0, word_counts, out=np.zeros_like(word_counts), where=present)
+    return Bags(indices, offsets, counts, *(torch.from_numpy(a).to(device) for a in (documents, word_counts, per_word)),
+                int(present.sum()), csr if device.type == "cpu" else None)
 
 
 class NTMModel:

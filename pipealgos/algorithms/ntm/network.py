@@ -44,19 +44,17 @@ LOGSIGMA_BIAS = -2.0
 
 class Bags:
     """A minibatch of documents as ``embedding_bag`` inputs (indices, offsets, counts), with
-    the document of each (index, count) pair (``value_rows``) and each document's word count
-    n_d (``word_counts``)."""
+    the document of each (index, count) pair (``value_rows``), each document's word count n_d
+    (``word_counts``) and 1 / n_d (``per_word``: 0 for an empty document), the number of
+    non-empty documents (``documents``) and, on the CPU, the scipy CSR matrix they came from."""
 
     def __init__(self, indices: torch.Tensor, offsets: torch.Tensor, counts: torch.Tensor, value_rows: torch.Tensor,
-                 word_counts: torch.Tensor, csr: sp.csr_matrix | None = None) -> None:
+                 word_counts: torch.Tensor, per_word: torch.Tensor, documents: int,
+                 csr: sp.csr_matrix | None = None) -> None:
         self.indices, self.offsets, self.counts = indices, offsets, counts
-        self.value_rows, self.word_counts = value_rows, word_counts
-        self.csr = csr  # the same minibatch as scipy CSR, on the CPU only (see sparse_ops.bags_times)
+        self.value_rows, self.word_counts, self.per_word, self.documents = value_rows, word_counts, per_word, documents
+        self.csr = csr  # see sparse_ops.bags_times
         self.rows = len(offsets)
-
-    def per_document(self, values: torch.Tensor) -> torch.Tensor:
-        """Sum of ``values`` (one per (index, count) pair) per document."""
-        return torch.zeros(self.rows, dtype=values.dtype, device=values.device).index_add_(0, self.value_rows, values)
 
 
 class NTMNetwork(nn.Module):
@@ -111,19 +109,16 @@ class NTMNetwork(nn.Module):
             return F.batch_norm(h, norm.running_mean, norm.running_var, norm.weight, norm.bias, False, 0.0, norm.eps)
         return norm(h)
 
-    def losses(self, bags: Bags, noise: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def losses(self, bags: Bags, noise: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
         """Per-document (recons, KL), each divided by the document's word count (0 for empty
-        documents), and the mask of non-empty documents. ``noise`` is ε; None evaluates at
-        z = relu(μ) (no sampling)."""
+        documents). ``noise`` is ε; None evaluates at z = relu(μ) (no sampling)."""
         mu, logsigma = self.encode(bags)
-        h = mu if noise is None else mu + torch.exp(logsigma) * noise
+        sigma = torch.exp(logsigma)
+        h = mu if noise is None else torch.addcmul(mu, sigma, noise)
         recons = multinomial_nll(torch.relu(h), self.projection.weight, self.projection.bias, bags.value_rows,
                                  bags.indices, bags.counts, bags.word_counts)
-        kl = -0.5 * (1 + 2 * logsigma - mu * mu - torch.exp(2 * logsigma)).sum(1)
-        n_words = bags.word_counts
-        present = n_words > 0
-        scale = torch.where(present, 1.0 / torch.clamp(n_words, min=1.0), torch.zeros_like(n_words))
-        return recons * scale, kl * scale, present
+        kl = (torch.addcmul(mu * mu, sigma, sigma) - 2 * logsigma - 1).sum(1)  # 2 KL
+        return recons * bags.per_word, kl * (0.5 * bags.per_word)
 
     def topic_weights(self, bags: Bags) -> torch.Tensor:
         """The inference statistic: softmax over topics of relu(μ) (see the package docstring)."""

@@ -23,8 +23,8 @@ Gradient step: the gradient of the mean loss over the minibatch's non-empty docu
 optimizers take MXNet's defaults (the real container is MXNet): ``adadelta`` is MXNet's
 AdaDelta (rho 0.9, eps 1e-5), which has no learning rate, so ``learning_rate`` does not affect
 it (torch's Adadelta with lr = 1); ``rmsprop`` gamma 0.9, eps 1e-8; ``adagrad`` eps 1e-7.
-``weight_decay`` times the weight is added to the gradient after the clipping (as torch's
-``weight_decay`` does), for the weights only (FullyConnected ``*_weight`` and batch norm's
+``weight_decay`` times the weight is added to the clipped gradient (torch's ``weight_decay``),
+for the weights only (FullyConnected ``*_weight`` and batch norm's
 gamma), as MXNet's optimizers do by default (``wd_mult`` 0 for biases): the decoder bias holds
 the background word frequencies, and decaying it pulls them towards uniform. ``sub_sample``
 keeps each training document of a pass with that probability (seeded per host).
@@ -70,13 +70,15 @@ def encoder_layers(params: Params) -> list[int]:
     return list(params.encoder_layers)
 
 
-def make_optimizer(params: Params, parameters: list[torch.nn.Parameter]) -> torch.optim.Optimizer:
-    """The optimizer of ``params.optimizer`` with MXNet's defaults (module docstring), without
-    weight decay (:meth:`_Job._step` adds it), in torch's fused form where torch has one for
-    the device (one kernel over all parameters instead of ~10 per parameter), else its
-    multi-tensor form."""
-    lr = params.learning_rate
-    on_cpu = parameters[0].device.type == "cpu"
+def make_optimizer(params: Params, network: torch.nn.Module) -> torch.optim.Optimizer:
+    """The optimizer of ``params.optimizer`` with MXNet's defaults and weight decay (module
+    docstring), in torch's fused form where torch has one for the device (one kernel over all
+    parameters, decay included, instead of ~10 per parameter), else its multi-tensor form."""
+    lr, wd = params.learning_rate, params.weight_decay
+    named = list(network.named_parameters())
+    parameters = [{"params": [w for name, w in named if name.endswith("weight")], "weight_decay": wd},
+                  {"params": [w for name, w in named if not name.endswith("weight")], "weight_decay": 0.0}]
+    on_cpu = named[0][1].device.type == "cpu"
     if params.optimizer == "sgd":
         return torch.optim.SGD(parameters, lr=lr, fused=True)
     if params.optimizer == "adam":
@@ -129,11 +131,8 @@ class _Job:
         init = torch.Generator().manual_seed(ctx.seed)
         self.network = NTMNetwork(p.feature_dim, p.num_topics, layers, p.encoder_layers_activation, p.batch_norm,
                                   init).to(ctx.device)
-        named = list(self.network.named_parameters())
-        self.parameters = [w for _, w in named]
-        # MXNet's wd_mult: FullyConnected weights and batch norm's gamma decay, biases do not
-        self.decays = [name.endswith("weight") for name, _ in named]
-        self.optimizer = make_optimizer(p, self.parameters)
+        self.parameters = list(self.network.parameters())
+        self.optimizer = make_optimizer(p, self.network)
         # Noise and sub-sampling differ per host (each host's documents get their own draws).
         self.noise = torch.Generator(device=ctx.device).manual_seed(ctx.seed * 1_000_003 + ctx.rank + 1)
         self.sampler = np.random.default_rng([ctx.seed, ctx.rank])
@@ -201,7 +200,7 @@ class _Job:
         """One pass over the train channel (its pass number ``data_pass``); the mean (total,
         recons, KL) loss per document and the documents seen."""
         self.network.train()
-        sums = torch.zeros(4, dtype=torch.float64, device=self.ctx.device)  # recons, KL, documents, hosts reading
+        sums = np.zeros(4)  # recons, KL, documents, hosts reading
         batches = self._batches("train", data_pass)
         while True:
             batch = next(batches, None)
@@ -209,15 +208,16 @@ class _Job:
             grads = [torch.zeros_like(w) if w.grad is None else w.grad for w in self.parameters]
             if self.ctx.distributed:
                 *grads, stats = all_reduce([*grads, stats], self.ctx.device)
+            stats = np.array(stats.tolist())
             if stats[3] == 0:
                 break
             if stats[2] > 0:
-                self._step(grads, float(stats[2]))
+                self._step(grads, stats[2])
             sums += stats
         if sums[2] == 0:
             raise DataError("every document of the pass is empty (no word has a count above 0)", channel="train",
                             fix="Give NTM documents that hold words (rows of word counts)")
-        recons, kl = (sums[:2] / sums[2]).tolist()
+        recons, kl = sums[:2] / sums[2]
         return np.array([recons + kl, recons, kl]), int(sums[2])
 
     def _backward(self, batch: Minibatch | None) -> torch.Tensor:
@@ -233,20 +233,18 @@ class _Job:
             features = features[self.sampler.random(batch.size) < self.p.sub_sample]
         bags = bags_of(features, device)
         noise = torch.randn((bags.rows, self.p.num_topics), generator=self.noise, device=device)
-        recons, kl, present = self.network.losses(bags, noise)
-        if present.any():
-            (recons.sum() + kl.sum()).backward()
-        return torch.stack([recons.sum().detach().double(), kl.sum().detach().double(),
-                            present.sum().double(), torch.ones((), dtype=torch.float64, device=device)])
+        recons, kl = self.network.losses(bags, noise)
+        totals = torch.stack([recons.sum(), kl.sum()])
+        if bags.documents:
+            totals.sum().backward()
+        counts = torch.tensor([bags.documents, 1.0], dtype=torch.float64, device=device)
+        return torch.cat([totals.detach().double(), counts])
 
     def _step(self, grads: list[torch.Tensor], documents: float) -> None:
         torch._foreach_mul_(grads, self.p.rescale_gradient / documents)
         if self.clip is not None:
             torch._foreach_clamp_min_(grads, -self.clip)
             torch._foreach_clamp_max_(grads, self.clip)
-        if self.p.weight_decay:
-            decayed = [(g, w) for g, w, decays in zip(grads, self.parameters, self.decays) if decays]
-            torch._foreach_add_([g for g, _ in decayed], [w for _, w in decayed], alpha=self.p.weight_decay)
         for w, g in zip(self.parameters, grads):
             w.grad = g
         self.optimizer.step()
@@ -256,13 +254,16 @@ class _Job:
     def _evaluate(self, channel: str, epoch: int, reduce: bool, cooccurrence: CoOccurrence | None = None) -> np.ndarray:
         """Mean (total, recons, KL) per non-empty document of one pass at z = relu(μ)."""
         self.network.eval()
-        sums = torch.zeros(3, dtype=torch.float64, device=self.ctx.device)
+        loss_sums, documents = torch.zeros(2, dtype=torch.float64, device=self.ctx.device), 0
         with torch.no_grad():
             for batch in self._batches(channel, epoch):
                 if cooccurrence is not None:
                     cooccurrence.add(batch.features)
-                recons, kl, present = self.network.losses(bags_of(batch.features, self.ctx.device), None)
-                sums += torch.stack([recons.sum(), kl.sum(), present.sum()]).double()
+                bags = bags_of(batch.features, self.ctx.device)
+                recons, kl = self.network.losses(bags, None)
+                loss_sums += torch.stack([recons.sum(), kl.sum()]).double()
+                documents += bags.documents
+        sums = torch.cat([loss_sums, torch.tensor([float(documents)], dtype=torch.float64, device=self.ctx.device)])
         if reduce and self.ctx.distributed:
             sums = all_reduce([sums], self.ctx.device)[0]
         if sums[2] == 0:
