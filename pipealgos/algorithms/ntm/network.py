@@ -10,10 +10,12 @@ nothing and are not counted. ``total_loss = KL + recons``.
 
 The first layer reads the words as ``embedding_bag`` bags (indices, offsets, counts), for dense
 and sparse minibatches alike: the cost follows the non-zeros, not the vocabulary, and a dense
-and a sparse copy of the same rows go through the same arithmetic. Its weight is held as
-(vocab, h0), the embedding-table layout; :func:`to_arrays` writes every weight in MXNet's
-FullyConnected layout (out, in), under MXNet-style names (``enc_0_weight``, ``mean_bias``,
-``enc_1_bn_moving_var``...), so the artifact can be mapped onto SageMaker's ``params``.
+and a sparse copy of the same rows go through the same arithmetic. The first layer and the
+reconstruction loss, the two ends as wide as the vocabulary, have hand-written gradients
+(:mod:`.sparse_ops`). The first layer's weight is held as (vocab, h0), the embedding-table
+layout; :func:`to_arrays` writes every weight in MXNet's FullyConnected layout (out, in),
+under MXNet-style names (``enc_0_weight``, ``mean_bias``, ``enc_1_bn_moving_var``...), so the
+artifact can be mapped onto SageMaker's ``params``.
 
 Batch norm (``batch_norm=true``) sits between each encoder FC and its activation, with MXNet's
 BatchNorm defaults (eps 1e-3, momentum 0.9 ≙ torch's 0.1); a one-document minibatch uses the
