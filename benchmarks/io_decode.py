@@ -18,6 +18,10 @@ For each, throughput (MB/s = 1e6 bytes/s, and records/s; median of several runs)
 
 Goals (issue 2, section 7): dense 50-dim from memory >= 2 GB/s and >= 75x the SDK path, from a
 cached file >= 1.5 GB/s, from a FIFO >= 40% of the raw FIFO read; sparse >= 10x the SDK path.
+Issue 18, section 3 (``--threads``, most threads listed): dense 50-dim from a cached file >= 0.5x
+the raw file read, from a FIFO >= 0.8x the raw FIFO read. Each file/FIFO row also gives this
+process's CPU seconds per GB, which other processes on a shared machine disturb far less than
+the rates.
 Exits non-zero when the protobuf backend is not upb, a fast path was not taken, or the sparse
 fast path would run on its numpy implementation because the compiled kernel is not built (so a
 silent fall-back cannot pass as a slow machine; ``--sparse-implementation numpy`` measures that
