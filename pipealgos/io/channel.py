@@ -325,6 +325,7 @@ def iter_blocks(spec: ChannelSpec, epoch: int, feature_dim: int | None = None) -
     """Decoded blocks (of any size) for one pass, with errors located by channel and file."""
     spec.check_readable()
     ctype = spec.parsed_type
+    learnt: RecordDecoder | None = None  # the previous file's decoder: its record layout is the next one's guess
     for source, stream in open_sources(spec, epoch):
         try:
             stream = _inflate_if_gzip(stream)
@@ -333,7 +334,11 @@ def iter_blocks(spec: ChannelSpec, epoch: int, feature_dim: int | None = None) -
             elif spec.decode_threads > 1:
                 blocks = decode_stream_parallel(stream, source, feature_dim, spec.decode_threads)
             else:
-                blocks = decode_stream(stream, RecordDecoder(source, feature_dim))
+                decoder = RecordDecoder(source, feature_dim)
+                if learnt is not None:
+                    decoder.adopt_layout(learnt)
+                learnt = decoder
+                blocks = decode_stream(stream, decoder)
             for block in blocks:
                 feature_dim = block.feature_dim
                 yield block

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import scipy.sparse as sp
 from mlroot import FifoFeeder, recordio_bytes
 
 from pipealgos.io import ChannelSpec, DataError, iter_blocks, iter_minibatches
@@ -49,6 +50,27 @@ def test_file_mode_is_recursive_sorted_and_skips_hidden(tmp_path):
     names = [p.relative_to(root).as_posix() for p in channel_files(ChannelSpec("train", tmp_path))]
     assert names == ["a.pbr", "b/a.pbr", "b/inner/z.pbr", "b/z.pbr", "c.pbr"]
     assert np.array_equal(read_all(ChannelSpec("train", tmp_path)).features[:, 0], np.arange(10))
+
+
+def test_each_file_starts_from_the_previous_files_layout_and_still_decodes_a_new_one_exactly(tmp_path):
+    """Files of one pass hand their learnt record layout to the next file's decoder as a guess:
+    a file whose records differ (sparse after dense, dense after sparse, another dense layout)
+    must still decode to exactly its rows."""
+    root = tmp_path / "train"
+    root.mkdir()
+    dense_a, dense_b, dense_c = rows(300, 0, dim=6), rows(200, 300, dim=6), rows(100, 900, dim=6)
+    sparse = sp.random(400, 6, density=0.4, format="csr", dtype=np.float32, random_state=1)
+    sparse_rows = sparse.toarray()
+    sparse_rows[:, 0] = 500 + np.arange(400)
+    (root / "1.pbr").write_bytes(recordio_bytes(dense_a))
+    (root / "2.pbr").write_bytes(recordio_bytes(sp.csr_matrix(sparse_rows)))
+    (root / "3.pbr").write_bytes(recordio_bytes(dense_b))
+    labelled = recordio_bytes(dense_c, np.arange(100, dtype=np.float32))  # labels change the dense layout
+    (root / "4.pbr").write_bytes(labelled)
+    blocks = list(iter_blocks(ChannelSpec("train", tmp_path), 0))
+    got = np.vstack([b.dense() for b in blocks])
+    np.testing.assert_array_equal(got, np.vstack([dense_a, sparse_rows, dense_b, dense_c]))
+    assert blocks[-1].labels is not None and blocks[0].labels is None
 
 
 def test_gzip_is_detected_by_magic_bytes_not_name(tmp_path):
