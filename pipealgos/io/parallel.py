@@ -234,8 +234,10 @@ class _Workers:
     not yet taken by the consumer.
 
     The consumer is one of the ``threads``: while the chunk it waits for is not done it takes
-    and decodes the next one itself when it can, so it rarely sleeps (waking it for every
-    chunk cost more CPU than decoding one). Threads wait on ``queue.SimpleQueue`` (in C): a
+    and decodes the next one itself when the window has room (waiting for the read lock: a
+    consumer that only helped when the lock was free never did, as the other thread took it
+    again at once), so it rarely sleeps (waking it for every chunk cost more CPU than decoding
+    one). Threads wait on ``queue.SimpleQueue`` (in C): a
     ``threading.Semaphore`` or ``Condition`` runs Python code at every hand-off."""
 
     def __init__(self, chunks: Iterator[_Chunk], source: str, feature_dim: int | None, threads: int,
@@ -260,20 +262,18 @@ class _Workers:
             thread.start()
 
     def _work(self) -> None:
-        while self._take_and_decode(wait=True):
+        while self._take_and_decode(wait_for_room=True):
             pass
 
-    def _take_and_decode(self, wait: bool) -> bool:
-        """Read the next chunk and decode it into ``finished``. False when there is nothing
-        left to read, or (``wait`` False) when the window is full or another thread is reading."""
+    def _take_and_decode(self, wait_for_room: bool) -> bool:
+        """Read the next chunk (waiting for another thread's read to end) and decode it into
+        ``finished``. False when there is nothing left to read, or (``wait_for_room`` False)
+        when the window is full."""
         try:
-            self.tokens.get(block=wait)
+            self.tokens.get(block=wait_for_room)
         except queue.Empty:
             return False
-        if not self.read_lock.acquire(blocking=wait):
-            self.tokens.put(None)
-            return False
-        try:
+        with self.read_lock:
             if self.stopped or self.reading_over:
                 self.tokens.put(None)
                 return False
@@ -287,8 +287,6 @@ class _Workers:
             self.read_count += 1
             self.reading_over = chunk.last
             layout_of, feature_dim = self.layout_of, self.feature_dim
-        finally:
-            self.read_lock.release()
         try:
             decoded = _decode_chunk(chunk, self.source, feature_dim, layout_of)
             self.layout_of = decoded.decoder
@@ -304,7 +302,7 @@ class _Workers:
         window has room for it and a thread takes it)."""
         while number not in self.results:
             if self.finished.empty():
-                self._take_and_decode(wait=False)
+                self._take_and_decode(wait_for_room=False)
             done, chunk, outcome = self.finished.get()
             self.results[done] = (chunk, outcome)
         chunk, outcome = self.results.pop(number)
