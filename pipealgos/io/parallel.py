@@ -54,9 +54,9 @@ def decode_threads_from_env() -> int:
     cached file at 0.38-0.56x ``cat``'s rate and from a FIFO at 0.78-1.15x the raw FIFO read,
     while two threads reached 0.16-0.30x and 0.63-0.98x in the same runs (a second core added
     nothing to page-cache copies there); sparse data gained 1-52% from a file and 11-94% from a
-    FIFO (three runs, loaded machine), but the algorithm computes on the other core too. On a many-core host feeding a GPU, set it to the cores the
-    algorithm leaves idle. Anything but an integer >= 1 is a :class:`DataError` naming the
-    variable."""
+    FIFO (three runs, loaded machine), but the algorithm computes on the other core too. On a
+    many-core host feeding a GPU, set it to the cores the algorithm leaves idle. Anything but
+    an integer >= 1 is a :class:`DataError` naming the variable."""
     text = os.environ.get(DECODE_THREADS_ENV, "").strip()
     if not text:
         return DEFAULT_DECODE_THREADS
@@ -236,12 +236,11 @@ class _Workers:
     rather than done between the consumer's turns. At most ``window`` chunks are read and
     not yet taken by the consumer.
 
-    The consumer is one of the ``threads``: while the chunk it waits for is not done it takes
-    and decodes the next one itself when the window has room (waiting for the read lock: a
-    consumer that only helped when the lock was free never did, as the other thread took it
-    again at once), so it rarely sleeps (waking it for every chunk cost more CPU than decoding
-    one). Threads wait on ``queue.SimpleQueue`` (in C): a
-    ``threading.Semaphore`` or ``Condition`` runs Python code at every hand-off."""
+    The consumer reads and decodes the chunk it waits for itself when no thread has taken it
+    yet (it would wait for those bytes anyway), so a slow source costs it no hand-off; it never
+    reads a later chunk, which from a FIFO could block it while its chunk is ready. Threads wait
+    on ``queue.SimpleQueue`` (in C): a ``threading.Semaphore`` or ``Condition`` runs Python
+    code at every hand-off, which cost as much CPU per chunk as decoding it."""
 
     def __init__(self, chunks: Iterator[_Chunk], source: str, feature_dim: int | None, threads: int,
                  window: int) -> None:
@@ -260,24 +259,24 @@ class _Workers:
         self.reading_over = False  # the last chunk was taken, or reading failed
         self.stopped = False
         self.threads = [threading.Thread(target=self._work, name=f"decode-{i}", daemon=True)
-                        for i in range(threads - 1)]
+                        for i in range(threads)]
         for thread in self.threads:
             thread.start()
 
     def _work(self) -> None:
-        while self._take_and_decode(wait_for_room=True):
+        while self._take_and_decode():
             pass
 
-    def _take_and_decode(self, wait_for_room: bool) -> bool:
+    def _take_and_decode(self, only: int | None = None) -> bool:
         """Read the next chunk (waiting for another thread's read to end) and decode it into
-        ``finished``. False when there is nothing left to read, or (``wait_for_room`` False)
-        when the window is full."""
+        ``finished``. False when there is nothing left to read, or, for ``only`` (a chunk
+        number: the consumer's), when the window is full or the next chunk is another."""
         try:
-            self.tokens.get(block=wait_for_room)
+            self.tokens.get(block=only is None)
         except queue.Empty:
             return False
         with self.read_lock:
-            if self.stopped or self.reading_over:
+            if self.stopped or self.reading_over or only not in (None, self.read_count):
                 self.tokens.put(None)
                 return False
             number = self.read_count
@@ -300,12 +299,11 @@ class _Workers:
 
     def result(self, number: int) -> tuple[_Chunk, _Decoded | None]:
         """Chunk ``number`` and its decoding (None: it failed); or the error that ended reading
-        there, raised. While it is not done, decodes the next chunk when it can, else waits:
-        something is always on its way (chunk ``number`` is read and being decoded, or the
-        window has room for it and a thread takes it)."""
+        there, raised. Reads and decodes it here when no thread has taken it yet, else waits
+        for it (it is being decoded, or a thread takes it once the window has room)."""
         while number not in self.results:
-            if self.finished.empty():
-                self._take_and_decode(wait_for_room=False)
+            if self.finished.empty() and self.read_count == number:
+                self._take_and_decode(only=number)
             done, chunk, outcome = self.finished.get()
             self.results[done] = (chunk, outcome)
         chunk, outcome = self.results.pop(number)

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import io
 import os
+import threading
+import time
 
 import numpy as np
 import pytest
@@ -237,10 +239,35 @@ def test_a_failed_read_is_raised_after_the_records_before_it():
 def test_a_consumer_stopping_early_does_not_wait_for_a_blocked_read():
     read_end, write_end = os.pipe()
     data = dense_stream(2000)
-    os.write(write_end, data[:40000])  # then the writer keeps the pipe open: a read blocks
+    os.write(write_end, data[:10000])  # two chunks and a part; the writer keeps the pipe open
     stream = open(read_end, "rb", buffering=0)
     blocks = decode_stream_parallel(stream, "src", None, 2, 4096)
     assert next(blocks).size > 0
-    blocks.close()  # returns although a decoding thread is blocked reading the pipe
+    time.sleep(0.3)  # lets a decoding thread reach the read that blocks (the case under test)
+    closing = threading.Thread(target=blocks.close)
+    closing.start()
+    closing.join(5)
+    assert not closing.is_alive()  # returned although a decoding thread is blocked reading the pipe
     os.close(write_end)  # its read returns; it ends
     stream.close()
+
+
+def test_ready_blocks_come_while_a_read_waits_for_data():
+    """The consumer never blocks reading a later chunk while the one it waits for is ready."""
+    read_end, write_end = os.pipe()
+    data = dense_stream(2000)
+    frame = len(data) // 2000
+    whole = data[: 139 * frame]  # two 4096-byte chunks and a part; then the writer pauses
+    os.write(write_end, whole)
+    stream = open(read_end, "rb", buffering=0)
+    blocks = decode_stream_parallel(stream, "src", None, 2, 4096)
+    got = []
+    taking = threading.Thread(target=lambda: got.extend(next(blocks) for _ in range(2)))
+    taking.start()
+    taking.join(5)
+    assert not taking.is_alive() and len(got) == 2
+    os.close(write_end)  # the rest arrives: end of stream
+    rest = list(blocks)
+    stream.close()
+    _, labels = joined(got + rest)
+    np.testing.assert_array_equal(labels, np.arange(139))
