@@ -51,10 +51,10 @@ def decode_threads_from_env() -> int:
 
     The default is 1 from the measurements on the 2-core machine (benchmarks/io_decode.py
     ``--threads 1,2``, RESULTS.md, 2026-12-03): one decoder reads dense 50-dim records from a
-    cached file at 0.38-0.56x ``cat``'s rate and from a FIFO at 0.78-1.15x the raw FIFO read,
+    cached file at 0.38-0.56x ``cat``'s rate and from a FIFO at 0.72-1.15x the raw FIFO read,
     while two threads reached 0.16-0.30x and 0.63-0.98x in the same runs (a second core added
     nothing to page-cache copies there); sparse data gained 1-52% from a file and 11-94% from a
-    FIFO (three runs, loaded machine), but the algorithm computes on the other core too. On a
+    FIFO (loaded machine), but the algorithm computes on the other core too. On a
     many-core host feeding a GPU, set it to the cores the algorithm leaves idle. Anything but
     an integer >= 1 is a :class:`DataError` naming the variable."""
     text = os.environ.get(DECODE_THREADS_ENV, "").strip()
