@@ -174,6 +174,7 @@ class _Template:
         return Minibatch(features, labels), None
 
     def _take_compiled(self, buf: np.ndarray, pos: int, count: int):
+        """:meth:`take` by the kernel's ``dense_gather``, which also reports non-finite rows."""
         features = _WARM_ARRAYS.empty(count, self.features.count)
         labels = None if self.label is None else np.empty(count, dtype=np.float32)
         label_at, label_size = (-1, 0) if self.label is None else (self.label.offset, self.label.dtype.itemsize)
