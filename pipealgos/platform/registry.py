@@ -237,8 +237,12 @@ ALGORITHMS: dict[str, AlgorithmSpec] = {
             channels=(ChannelRule("train", required=True), ChannelRule("validation"), ChannelRule("test"),
                       ChannelRule("auxiliary", content_types=(TEXT,))),
             sparse_input=True,
+            # tanh: with as many topics as planted blocks, the relu graph can leave a block to
+            # z = 0 and the decoder bias; at these settings sigmoid recovers all three blocks for
+            # 1 of training seeds 0-9, tanh for 17 of seeds 0-19 (the check uses seed 0).
             conformance=Conformance({"feature_dim": "30", "num_topics": "3", "mini_batch_size": "50", "epochs": "10",
-                                     "optimizer": "adam", "learning_rate": "0.01"},
+                                     "optimizer": "adam", "learning_rate": "0.01",
+                                     "encoder_layers_activation": "tanh"},
                                     planted="topics", floor=0.9),
             sagemaker_format=sagemaker_format_of("pipealgos.algorithms.ntm.sagemaker"),
         ),
