@@ -24,10 +24,10 @@ optimizers take MXNet's defaults (the real container is MXNet): ``adadelta`` is 
 AdaDelta (rho 0.9, eps 1e-5), which has no learning rate, so ``learning_rate`` does not affect
 it (torch's Adadelta with lr = 1); ``rmsprop`` gamma 0.9, eps 1e-8; ``adagrad`` eps 1e-7.
 ``weight_decay`` times the weight is added to the clipped gradient (torch's ``weight_decay``),
-for the weights only (FullyConnected ``*_weight`` and batch norm's
-gamma), as MXNet's optimizers do by default (``wd_mult`` 0 for biases): the decoder bias holds
-the background word frequencies, and decaying it pulls them towards uniform. ``sub_sample``
-keeps each training document of a pass with that probability (seeded per host).
+for the weights only (FullyConnected ``*_weight`` and batch norm's gamma), as MXNet's
+optimizers do by default (``wd_mult`` 0 for biases): the decoder bias holds the background word
+frequencies, and decaying it pulls them towards uniform. ``sub_sample`` keeps each training
+document of a pass with that probability (seeded per host).
 
 Multi-host: synchronous data parallelism, as DistributedDataParallel does it, written with the
 shared :func:`~pipealgos.algorithms.collectives.all_reduce` (gloo on CPU, NCCL on GPU) rather
