@@ -61,7 +61,9 @@ def _csr_rows(features: sp.csr_matrix, start: int, stop: int) -> sp.csr_matrix:
 
 def _csr(data: np.ndarray, indices: np.ndarray, indptr: np.ndarray, feature_dim: int,
          sorted_indices: bool) -> sp.csr_matrix:
-    """A CSR matrix of trusted parts (no format check), keeping the sorted-indices flag."""
+    """A CSR matrix of parts known to be valid, keeping their sorted-indices flag: scipy's
+    constructor still picks the index dtype (as :func:`sorted_csr` gets it) and checks the
+    structure cheaply, but no indices are sorted or scanned again."""
     matrix = sp.csr_matrix((data, indices, indptr), shape=(len(indptr) - 1, feature_dim), copy=False)
     matrix.has_sorted_indices = sorted_indices
     return matrix
