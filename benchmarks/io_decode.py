@@ -9,8 +9,10 @@ For each, throughput (MB/s = 1e6 bytes/s, and records/s; median of several runs)
 * **memory**: bytes in memory, decoded in place (``decode_buffer``), beside a plain numpy copy of the same
   bytes (the memory floor) and the SDK v2 path: ``read_recordio`` + ``Record.ParseFromString``
   + filling a numpy array (dense) or CSR arrays (sparse), on a slice of the same records;
-* **file**: a file in the page cache, beside a raw read of the same file into an aligned
-  buffer (what ``cat`` does);
+* **file**: a file in the page cache read as File mode reads a channel (``iter_blocks``: the file
+  mapped and decoded in place), beside a raw read of the same file into an aligned buffer (what
+  ``cat`` does); also **file, read into a buffer**: the same file read by ``decode_stream`` (how
+  File mode read files before 2026-12-03; FIFOs are still read so);
 * **fifo**: a FIFO with a 1 MiB pipe buffer fed by another process, beside a raw read of the
   same FIFO fed the same way;
 * **memory, numpy fallback** (sparse only): memory again, with the sparse fast path on its
@@ -48,7 +50,7 @@ import scipy.sparse as sp
 from google.protobuf.internal import api_implementation
 
 import _results
-from pipealgos.io import sparse_run
+from pipealgos.io import ChannelSpec, iter_blocks, sparse_run
 from pipealgos.io.channel import open_fifo
 from pipealgos.io.parallel import decode_stream_parallel
 from pipealgos.io.protobuf import RecordDecoder
@@ -112,25 +114,29 @@ def _frames_size(data: bytes, count: int) -> int:
     return offset
 
 
-def median_time(fn: Callable, runs: int, open_stream: Callable | None = None,
-                cpu: list[float] | None = None) -> float:
-    """Median seconds of ``fn()``, or of ``fn(stream)`` with a stream opened (untimed) per run;
-    the median CPU seconds of this process (all its threads; not a FIFO's feeder) are appended
-    to ``cpu`` when given."""
-    times, cpu_times = [], []
+def interleaved(cases: dict[str, tuple[Callable, Callable | None]], runs: int
+                ) -> tuple[dict[str, float], dict[str, float]]:
+    """Median seconds and median CPU seconds of this process (all its threads; not a FIFO's
+    feeder) per case: ``fn()``, or ``fn(stream)`` with a stream opened (untimed) per run. The
+    cases take turns, run after run, so a machine whose speed drifts (a shared VM's does)
+    shifts them alike and their ratios hold."""
+    times: dict[str, list[float]] = {name: [] for name in cases}
+    cpu_times: dict[str, list[float]] = {name: [] for name in cases}
     for _ in range(runs):
-        args = () if open_stream is None else (open_stream(),)
-        start, start_cpu = time.perf_counter(), time.process_time()
-        fn(*args)
-        times.append(time.perf_counter() - start)
-        cpu_times.append(time.process_time() - start_cpu)
-    if cpu is not None:
-        cpu.append(statistics.median(cpu_times))
-    return statistics.median(times)
+        for name, (fn, open_stream) in cases.items():
+            args = () if open_stream is None else (open_stream(),)
+            start, start_cpu = time.perf_counter(), time.process_time()
+            fn(*args)
+            times[name].append(time.perf_counter() - start)
+            cpu_times[name].append(time.process_time() - start_cpu)
+    return ({name: statistics.median(v) for name, v in times.items()},
+            {name: statistics.median(v) for name, v in cpu_times.items()})
 
 
 # The sparse set from memory once more, on the numpy implementation of the sparse fast path.
 NUMPY_FALLBACK = "memory, numpy fallback"
+# The cached file once more, read into a buffer rather than mapped.
+READ_FILE = "file, read into a buffer"
 
 
 class FastPathNotTaken(RuntimeError):
@@ -251,6 +257,24 @@ def ours_parallel(ds: DataSet, threads: int) -> Callable:
     return run
 
 
+def channel_pass(ds: DataSet, folder: Path, threads: int) -> Callable[[], None]:
+    """One File-mode pass (``iter_blocks``) over a channel holding the data set as one file, on
+    ``threads`` decode threads; check every record came out."""
+    channel = folder / "channels" / f"{ds.name.split()[0]}-{len(ds.data)}"
+    if not channel.exists():
+        channel.mkdir(parents=True)
+        (channel / "part.pbr").write_bytes(ds.data)
+        (channel / "part.pbr").read_bytes()  # in the page cache from here on
+    spec = ChannelSpec(channel.name, channel.parent, decode_threads=threads)
+
+    def run() -> None:
+        rows = sum(block.size for block in iter_blocks(spec, 0))
+        if rows != ds.records:
+            raise RuntimeError(f"{ds.name}: decoded {rows} records of {ds.records} from a file on {threads} threads")
+
+    return run
+
+
 def threaded(source: str, threads: int) -> str:
     return source if threads == 1 else f"{source}, {threads} threads"
 
@@ -259,7 +283,8 @@ def measure(ds: DataSet, folder: Path, runs: int, thread_counts: list[int] = (1,
             ) -> tuple[dict[str, float], dict[str, float]]:
     """Seconds per pass for every (source, reader) pair, and CPU seconds per pass of ours from
     a file and a FIFO by thread count (on a shared machine the CPU a reader spends is the
-    figure other processes do not disturb much)."""
+    figure other processes do not disturb much). Readers of one source take turns
+    (:func:`interleaved`)."""
     path = folder / f"{ds.name.split()[0]}-{len(ds.data)}.pbr"
     path.write_bytes(ds.data)
     path.read_bytes()  # in the page cache from here on
@@ -267,27 +292,25 @@ def measure(ds: DataSet, folder: Path, runs: int, thread_counts: list[int] = (1,
     dst = aligned_buffer(len(ds.data))
     fifo = FifoSource(folder, path)
     file = lambda: open(path, "rb", buffering=0)  # noqa: E731
-    cpu: dict[str, list[float]] = {}
-    times = {
-        "memory": median_time(ours(ds), runs, lambda: ds.data),
-        "numpy copy": median_time(lambda: np.copyto(dst, src), runs),
-        "SDK v2": median_time(sdk_path(ds), max(1, runs // 2)),
-        "file": median_time(ours(ds), runs, file, cpu.setdefault("file", [])),
-        "raw file read": median_time(raw_read(), runs, file),
-        "fifo": median_time(ours(ds), runs, fifo, cpu.setdefault("fifo", [])),
-        "raw fifo read": median_time(raw_read(), runs, fifo),
-    }
-    for threads in (t for t in thread_counts if t > 1):
-        for source, opener in (("file", file), ("fifo", fifo)):
-            key = threaded(source, threads)
-            times[key] = median_time(ours_parallel(ds, threads), runs, opener, cpu.setdefault(key, []))
+    times, _ = interleaved({"memory": (ours(ds), lambda: ds.data), "numpy copy": (lambda: np.copyto(dst, src), None)},
+                           runs)
+    times.update(interleaved({"SDK v2": (sdk_path(ds), None)}, max(1, runs // 2))[0])
+    from_file = {threaded("file", n): (channel_pass(ds, folder, n), None) for n in thread_counts}
+    from_file |= {READ_FILE: (ours(ds), file), "raw file read": (raw_read(), file)}
+    from_fifo = {"fifo": (ours(ds), fifo), "raw fifo read": (raw_read(), fifo)}
+    from_fifo |= {threaded("fifo", n): (ours_parallel(ds, n), fifo) for n in thread_counts if n > 1}
+    cpu: dict[str, float] = {}
+    for cases in (from_file, from_fifo):
+        case_times, case_cpu = interleaved(cases, runs)
+        times |= case_times
+        cpu |= {name: seconds for name, seconds in case_cpu.items() if not name.startswith("raw")}
     if ds.sparse and sparse_run.implementation == "c":  # what a machine without the kernel gets
         sparse_run.implementation = "numpy"
         try:
-            times[NUMPY_FALLBACK] = median_time(ours(ds), runs, lambda: ds.data)
+            times |= interleaved({NUMPY_FALLBACK: (ours(ds), lambda: ds.data)}, runs)[0]
         finally:
             sparse_run.implementation = "c"
-    return times, {key: values[0] for key, values in cpu.items()}
+    return times, cpu
 
 
 def machine() -> str:
@@ -319,8 +342,9 @@ def report(results: list[tuple[DataSet, dict[str, float], dict[str, float]]], op
         rate = {k: mb / v for k, v in t.items()}
         rate["SDK v2"] = ds.sdk_bytes / 1e6 / t["SDK v2"]
         pairs = [("memory", 1, ("numpy copy", "SDK v2"))]
-        pairs += [(src, n, (base,)) for src, base in (("file", "raw file read"), ("fifo", "raw fifo read"))
-                  for n in thread_counts]
+        pairs += [("file", n, ("raw file read",)) for n in thread_counts]
+        pairs.append((READ_FILE, 1, ("raw file read",)))
+        pairs += [("fifo", n, ("raw fifo read",)) for n in thread_counts]
         pairs.append((NUMPY_FALLBACK, 1, ("SDK v2",)))
         for source, threads, baselines in pairs:
             key = threaded(source, threads)
@@ -388,7 +412,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     sparse_run.implementation = args.sparse_implementation
     print(f"sparse fast path: {sparse_run.implementation} implementation")
-    scale, runs = (10, 3) if args.quick else (1, 5)
+    scale, runs = (10, 3) if args.quick else (1, 9)
     sets = [
         dense_set("dense 50-dim", 400_000 // scale, 50, 20_000 // scale),
         dense_set("dense 784-dim", 30_000 // scale, 784, 2_000 // scale),

@@ -12,7 +12,8 @@ reader. Once data flows, a writer that stays attached but sends nothing for
 ``PIPEALGOS_PIPE_STALL_TIMEOUT`` seconds (default 600) fails the read as a stall, naming
 the FIFO and the bytes read so far, instead of waiting without limit.
 
-Gzip input is recognised by its magic bytes in either mode.
+Gzip input is recognised by its magic bytes in either mode. Other files are mapped and decoded
+in place (:func:`~pipealgos.io.stream.map_file` says why and what it assumes).
 
 RecordIO-protobuf is decoded on ``PIPEALGOS_DECODE_THREADS`` threads per channel (default 1;
 :mod:`pipealgos.io.parallel`), in order; CSV on one.
@@ -25,6 +26,7 @@ import fcntl
 import gzip
 import io
 import math
+import mmap
 import os
 import queue
 import select
@@ -40,9 +42,9 @@ from typing import BinaryIO
 from .csv import CsvDecoder
 from .errors import DataError
 from .minibatch import Minibatch, rebatch
-from .parallel import decode_stream_parallel, decode_threads_from_env
+from .parallel import decode_buffer_parallel, decode_stream_parallel, decode_threads_from_env
 from .protobuf import RecordDecoder
-from .stream import Replay, decode_stream
+from .stream import BufferDecoder, Replay, decode_buffer, decode_stream, map_file
 
 F_SETPIPE_SZ = 1031
 PIPE_BUFFER = 1 << 20
@@ -50,6 +52,7 @@ PIPE_TIMEOUT_ENV = "PIPEALGOS_PIPE_TIMEOUT"
 DEFAULT_PIPE_TIMEOUT = 300.0
 STALL_TIMEOUT_ENV = "PIPEALGOS_PIPE_STALL_TIMEOUT"
 DEFAULT_STALL_TIMEOUT = 600.0
+GZIP_MAGIC = b"\x1f\x8b"
 RECORDIO_PROTOBUF = "application/x-recordio-protobuf"
 # Aliases the real containers accept for RecordIO-protobuf.
 _PROTOBUF_TYPES = {RECORDIO_PROTOBUF, "application/x-labeled-vector-protobuf", "protobuf"}
@@ -170,6 +173,7 @@ class ChannelSpec:
 
 
 def _inflate_if_gzip(stream: BinaryIO) -> BinaryIO:
+    """``stream``, inflated when it starts with gzip's magic bytes."""
     head = b""
     while len(head) < 2:
         chunk = stream.read(2 - len(head))
@@ -177,7 +181,7 @@ def _inflate_if_gzip(stream: BinaryIO) -> BinaryIO:
             break
         head += chunk
     replay = Replay(head, stream)
-    if head == b"\x1f\x8b":
+    if head == GZIP_MAGIC:
         return gzip.GzipFile(fileobj=replay, mode="rb")
     return replay
 
@@ -321,6 +325,17 @@ def open_sources(spec: ChannelSpec, epoch: int) -> Iterator[tuple[str, BinaryIO]
             yield str(path), stream
 
 
+def _map_unless_gzip(stream: BinaryIO) -> mmap.mmap | None:
+    """A mapping of the regular file ``stream`` reads (:func:`map_file`), unless it is gzip."""
+    mapped = map_file(stream)
+    return None if mapped is None or mapped[:2] == GZIP_MAGIC else mapped
+
+
+def _decode(stream: BinaryIO, mapped: mmap.mmap | None, decoder: BufferDecoder) -> Iterator[Minibatch]:
+    """``decoder``'s blocks of the file in place when it is ``mapped``, else read from ``stream``."""
+    return decode_stream(stream, decoder) if mapped is None else decode_buffer(mapped, decoder)
+
+
 def iter_blocks(spec: ChannelSpec, epoch: int, feature_dim: int | None = None) -> Iterator[Minibatch]:
     """Decoded blocks (of any size) for one pass, with errors located by channel and file."""
     spec.check_readable()
@@ -328,17 +343,20 @@ def iter_blocks(spec: ChannelSpec, epoch: int, feature_dim: int | None = None) -
     learnt: RecordDecoder | None = None  # the previous file's decoder: its record layout is the next one's guess
     for source, stream in open_sources(spec, epoch):
         try:
-            stream = _inflate_if_gzip(stream)
+            mapped = _map_unless_gzip(stream)
+            if mapped is None:
+                stream = _inflate_if_gzip(stream)
             if ctype.is_csv:
-                blocks = decode_stream(stream, CsvDecoder(source, spec.csv_label_size(), feature_dim))
+                blocks = _decode(stream, mapped, CsvDecoder(source, spec.csv_label_size(), feature_dim))
             elif spec.decode_threads > 1:
-                blocks = decode_stream_parallel(stream, source, feature_dim, spec.decode_threads)
+                blocks = (decode_stream_parallel(stream, source, feature_dim, spec.decode_threads) if mapped is None
+                          else decode_buffer_parallel(mapped, source, feature_dim, spec.decode_threads))
             else:
                 decoder = RecordDecoder(source, feature_dim)
                 if learnt is not None:
                     decoder.adopt_layout(learnt)
                 learnt = decoder
-                blocks = decode_stream(stream, decoder)
+                blocks = _decode(stream, mapped, decoder)
             for block in blocks:
                 feature_dim = block.feature_dim
                 yield block

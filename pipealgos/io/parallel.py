@@ -3,9 +3,10 @@
 Each decoding thread in turn takes the next chunk of whole records from the stream (read and
 cut at frame boundaries where a record starts, under a lock, so the stream is read in order)
 and decodes it with a fresh :class:`RecordDecoder`; the consumer takes the blocks in stream
-order. A chunk is read and decoded by one thread, so its bytes stay in that core's cache. The
-decoder's dense and sparse fast paths spend their time in numpy and in the C kernel, which
-release the GIL, so the threads run at once.
+order. A chunk is read and decoded by one thread, so its bytes stay in that core's cache.
+Bytes already in memory (a mapped file: :func:`decode_buffer_parallel`) are cut the same way,
+without the read. The decoder's dense and sparse fast paths spend their time in numpy and in
+the C kernel, which release the GIL, so the threads run at once.
 
 Finding the cuts is a walk over frame headers, in the compiled kernel where it is built
 (:func:`record_cut`), so cutting costs little.
@@ -43,6 +44,11 @@ DECODE_THREADS_ENV = "PIPEALGOS_DECODE_THREADS"
 # Bytes read per chunk: 2 MiB took the least CPU per GB (2 threads, dense 50-dim: 23.9 ms per
 # 91 MB against 25.4 with 1 MiB and 28.6 with 512 KiB; per-chunk costs), as for one decoder.
 DEFAULT_CHUNK = DEFAULT_BUFFER
+# Bytes per chunk of a mapped file (no read buffer to fit in cache): 4 MiB, decoded 2 MiB at a
+# time, halves the hand-offs; dense 50-dim on 2 threads decoded at 0.77-0.83x `cat` against
+# 0.67-0.75x with 2 MiB chunks (same runs); 8 and 16 MiB were slower (more decoded blocks in
+# flight than the decoder's reused memory holds).
+IN_PLACE_CHUNK = 2 * DEFAULT_BUFFER
 DEFAULT_DECODE_THREADS = 1
 
 
@@ -51,12 +57,11 @@ def decode_threads_from_env() -> int:
 
     The default is 1 from the measurements on the 2-core machine (benchmarks/io_decode.py
     ``--threads 1,2``, RESULTS.md, 2026-12-03): one decoder reads dense 50-dim records from a
-    cached file at 0.38-0.56x ``cat``'s rate and from a FIFO at 0.72-1.15x the raw FIFO read,
-    while two threads reached 0.16-0.30x and 0.63-0.98x in the same runs (a second core added
-    nothing to page-cache copies there); sparse data gained 1-52% from a file and 11-94% from a
-    FIFO (loaded machine), but the algorithm computes on the other core too. On a
-    many-core host feeding a GPU, set it to the cores the algorithm leaves idle. Anything but
-    an integer >= 1 is a :class:`DataError` naming the variable."""
+    cached, mapped file at 0.49-0.68x ``cat``'s rate and from a FIFO at 0.74-0.83x the raw
+    FIFO read, two threads at 0.58-0.68x and 0.72-0.79x in the same runs, and the algorithm
+    computes on the other core. On a many-core host feeding a GPU, set it to the cores the
+    algorithm leaves idle. Anything but an integer >= 1 is a :class:`DataError` naming the
+    variable."""
     text = os.environ.get(DECODE_THREADS_ENV, "").strip()
     if not text:
         return DEFAULT_DECODE_THREADS
@@ -165,12 +170,24 @@ class _State:
 
 
 def _decode_chunk(chunk: _Chunk, source: str, feature_dim: int | None,
-                  layout_of: RecordDecoder | None) -> _Decoded:
+                  layout_of: RecordDecoder | None, window: int = DEFAULT_BUFFER) -> _Decoded:
+    """A fresh decoder's blocks of ``chunk``, handed ``window`` bytes at a time (as
+    :func:`~pipealgos.io.stream.decode_buffer` does), so its blocks fit the decoder's reused
+    memory however large the chunk."""
     decoder = RecordDecoder(source, feature_dim)
     if layout_of is not None:
         decoder.adopt_layout(layout_of)
-    end = len(chunk.data)
-    blocks, pos, _ = decoder.decode(chunk.data, 0, end, chunk.base, chunk.last)
+    pos, end, blocks = 0, len(chunk.data), []
+    while True:
+        stop = min(end, pos + window)
+        got, new_pos, needed = decoder.decode(chunk.data, pos, stop, chunk.base, chunk.last and stop == end)
+        blocks += got
+        if new_pos == pos and stop < end:  # a frame longer than the window, or an error held back
+            window = max(needed, 2 * window)
+            continue
+        pos = new_pos
+        if stop == end:
+            break
     decoder.decode(chunk.data, pos, end, chunk.base, chunk.last)  # raises an error held back for it
     if chunk.last and pos == end:
         decoder.finish(chunk.base + end)
@@ -226,6 +243,25 @@ def _chunks(stream: BinaryIO, buffers: _Buffers) -> Iterator[_Chunk]:
         yield _Chunk(buf[:cut], base, at_eof, buf)
         if at_eof:
             return
+        base += cut
+
+
+def _chunks_in_place(data: np.ndarray, chunk_size: int) -> Iterator[_Chunk]:
+    """Bytes in memory as chunks of whole records, views of ``data`` (the last one holds
+    whatever remains)."""
+    base, size = 0, len(data)
+    while True:
+        end = min(size, base + chunk_size)
+        if end == size:
+            yield _Chunk(data[base:], base, True)
+            return
+        cut, corrupt = record_cut(data[base:end], end - base)
+        if corrupt:
+            cut = end - base  # one chunk up to here: its decoder reports the corruption
+        if cut == 0:  # one record longer than the chunk: look further
+            chunk_size *= 2
+            continue
+        yield _Chunk(data[base:base + cut], base, False)
         base += cut
 
 
@@ -332,9 +368,24 @@ class _Workers:
 def decode_stream_parallel(stream: BinaryIO, source: str, feature_dim: int | None, threads: int,
                            chunk_size: int = DEFAULT_CHUNK) -> Iterator[Minibatch]:
     """The blocks of a RecordIO-protobuf ``stream``, decoded on ``threads`` threads, in order."""
-    state = _State()
     buffers = _Buffers(chunk_size)
-    chunks = _chunks(stream, buffers)
+    return _decode_chunks(_chunks(stream, buffers), buffers, source, feature_dim, threads)
+
+
+def decode_buffer_parallel(data, source: str, feature_dim: int | None, threads: int,
+                           chunk_size: int = IN_PLACE_CHUNK) -> Iterator[Minibatch]:
+    """The blocks of RecordIO-protobuf bytes in memory (a mapped file: see
+    :func:`~pipealgos.io.stream.map_file`), decoded in place on ``threads`` threads, in order."""
+    chunks = _chunks_in_place(np.frombuffer(data, dtype=np.uint8), chunk_size)
+    return _decode_chunks(chunks, _Buffers(chunk_size), source, feature_dim, threads)
+
+
+def _decode_chunks(chunks: Iterator[_Chunk], buffers: _Buffers, source: str, feature_dim: int | None,
+                   threads: int) -> Iterator[Minibatch]:
+    """The blocks of ``chunks`` (whose read buffers go back to ``buffers``), decoded on
+    ``threads`` threads, in order; from the first chunk that does not decode or fit on, the
+    single decoder takes over (see the module docstring)."""
+    state = _State()
     workers = _Workers(chunks, source, feature_dim, threads, window=2 * threads)
     number = 0
     try:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import io
 import os
 import subprocess
 import sys
@@ -18,6 +19,8 @@ from mlroot import FifoFeeder, recordio_bytes
 from pipealgos.io import ChannelSpec, DataError, iter_blocks, iter_minibatches
 from pipealgos.io.channel import channel_files
 from pipealgos.io.minibatch import concat
+from pipealgos.io.protobuf import RecordDecoder
+from pipealgos.io.stream import decode_stream, map_file
 
 RNG = np.random.default_rng(5)
 
@@ -71,6 +74,54 @@ def test_each_file_starts_from_the_previous_files_layout_and_still_decodes_a_new
     got = np.vstack([b.dense() for b in blocks])
     np.testing.assert_array_equal(got, np.vstack([dense_a, sparse_rows, dense_b, dense_c]))
     assert blocks[-1].labels is not None and blocks[0].labels is None
+
+
+def test_map_file_maps_regular_files_only(tmp_path):
+    """Regular files are mapped (decoded in place); an empty file and a FIFO are read."""
+    (tmp_path / "data").write_bytes(b"abc")
+    (tmp_path / "empty").write_bytes(b"")
+    os.mkfifo(tmp_path / "fifo")
+    with open(tmp_path / "data", "rb", buffering=0) as stream:
+        assert map_file(stream)[:] == b"abc"
+    with open(tmp_path / "empty", "rb", buffering=0) as stream:
+        assert map_file(stream) is None
+    fd = os.open(tmp_path / "fifo", os.O_RDONLY | os.O_NONBLOCK)
+    try:
+        assert map_file(os.fdopen(fd, "rb", buffering=0, closefd=False)) is None
+    finally:
+        os.close(fd)
+
+
+@pytest.mark.parametrize("threads", [1, 3])
+def test_mapped_files_decode_as_the_bytes_streamed(tmp_path, threads):
+    """Files decoded in place (the File-mode path, one thread or several) give what the same
+    bytes give read from a stream, dense and sparse, labelled or not, across files."""
+    root = tmp_path / "train"
+    root.mkdir()
+    dense = rows(5000, 0, dim=9)
+    sparse_rows = sp.random(3000, 9, density=0.3, format="csr", dtype=np.float32, random_state=2).toarray()
+    sparse_rows[:, 0] = 5000 + np.arange(3000)
+    parts = [recordio_bytes(dense), recordio_bytes(sp.csr_matrix(sparse_rows)), recordio_bytes(dense[:700])]
+    for i, part in enumerate(parts):
+        (root / f"{i}.pbr").write_bytes(part)
+    spec = ChannelSpec("train", tmp_path, decode_threads=threads)
+    want = concat(list(decode_stream(io.BytesIO(b"".join(parts)), RecordDecoder("all"))))
+    np.testing.assert_array_equal(read_all(spec).dense(), want.dense())
+
+
+@pytest.mark.parametrize("threads", [1, 3])
+def test_an_error_in_a_mapped_file_names_the_file_and_the_offset(tmp_path, threads):
+    root = tmp_path / "train"
+    root.mkdir()
+    good = recordio_bytes(rows(100000))
+    frame = 8 + (int.from_bytes(good[4:8], "little") + 3) // 4 * 4
+    at = 80000 * frame  # a header in the second 2 MiB chunk the threads take
+    assert 2 << 20 < at < len(good)
+    (root / "a.pbr").write_bytes(good[:at] + b"\x00" * 8 + good[at + 8:])
+    with pytest.raises(DataError) as info:
+        read_all(ChannelSpec("train", tmp_path, decode_threads=threads))
+    message = str(info.value)
+    assert str(root / "a.pbr") in message and str(at) in message and "magic" in message
 
 
 def test_gzip_is_detected_by_magic_bytes_not_name(tmp_path):

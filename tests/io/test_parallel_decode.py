@@ -18,8 +18,8 @@ from recordgen import Row, as_dense, split_frames_plain
 
 from pipealgos.io import ChannelSpec, DataError, iter_minibatches, write_dense, write_sparse
 from pipealgos.io import sparse_run
-from pipealgos.io.parallel import (DECODE_THREADS_ENV, decode_stream_parallel, decode_threads_from_env, record_cut,
-                                    record_cut_python)
+from pipealgos.io.parallel import (DECODE_THREADS_ENV, decode_buffer_parallel, decode_stream_parallel,
+                                   decode_threads_from_env, record_cut, record_cut_python)
 from pipealgos.io.protobuf import RecordDecoder
 from pipealgos.io.recordio import encode_frame
 from pipealgos.io.stream import aligned_buffer, decode_stream
@@ -45,8 +45,16 @@ def sequential(data: bytes):
     return list(decode_stream(io.BytesIO(data), RecordDecoder("src")))
 
 
-def parallel(data: bytes, threads: int = 3, chunk: int = 4096, feature_dim=None):
-    return list(decode_stream_parallel(io.BytesIO(data), "src", feature_dim, threads, chunk))
+@pytest.fixture(params=["stream", "in place"])
+def parallel(request):
+    """Decode on several threads, from a stream or in place (a mapped file's path); -> blocks."""
+
+    def decode(data: bytes, threads: int = 3, chunk: int = 4096, feature_dim=None):
+        if request.param == "stream":
+            return list(decode_stream_parallel(io.BytesIO(data), "src", feature_dim, threads, chunk))
+        return list(decode_buffer_parallel(data, "src", feature_dim, threads, chunk))
+
+    return decode
 
 
 def joined(blocks) -> tuple[np.ndarray, np.ndarray | None]:
@@ -55,7 +63,7 @@ def joined(blocks) -> tuple[np.ndarray, np.ndarray | None]:
     return features, labels
 
 
-def assert_same_decoding(data: bytes, **kwargs) -> None:
+def assert_same_decoding(parallel, data: bytes, **kwargs) -> None:
     want_x, want_y = joined(sequential(data))
     got_x, got_y = joined(parallel(data, **kwargs))
     np.testing.assert_array_equal(got_x, want_x)
@@ -70,37 +78,37 @@ def error_of(decode) -> DataError:
 
 @pytest.mark.parametrize("implementation", SPARSE_IMPLEMENTATIONS)
 @pytest.mark.parametrize("threads", [1, 2, 4])
-def test_dense_records_come_back_whole_and_in_order(threads, implementation):
+def test_dense_records_come_back_whole_and_in_order(parallel, threads, implementation):
     data = dense_stream(3000)
     with sparse_implementation(implementation):
         assert len(parallel(data, threads)) >= len(data) // 4096 // 2  # really cut into many chunks
-        assert_same_decoding(data, threads=threads)
+        assert_same_decoding(parallel, data, threads=threads)
 
 
-def test_sparse_records_come_back_whole_and_in_order():
+def test_sparse_records_come_back_whole_and_in_order(parallel):
     blocks = parallel(sparse_stream(2000))
     assert len(blocks) > 10  # many chunks, so order across chunks is really tested
-    assert_same_decoding(sparse_stream(2000))
+    assert_same_decoding(parallel, sparse_stream(2000))
 
 
-def test_split_records_across_chunk_boundaries():
+def test_split_records_across_chunk_boundaries(parallel):
     rows = [Row(list(RNG.standard_normal(300).astype(np.float32)), None, 300, label=float(i)) for i in range(40)]
     data = b"".join(split_frames_plain(r.payload(), [97, 555, 1001]) if i % 3 == 0 else encode_frame(r.payload())
                     for i, r in enumerate(rows))
-    assert_same_decoding(data, chunk=2048)
+    assert_same_decoding(parallel, data, chunk=2048)
 
 
-def test_later_chunks_start_from_the_layout_learnt_and_still_check_it():
+def test_later_chunks_start_from_the_layout_learnt_and_still_check_it(parallel):
     """Chunks after the first start with its decoder's dense template; where the layout
     changes (sparse records between dense ones) every frame is
     still checked against it, so the blocks are the single decoder's."""
     data = dense_stream(300, dim=1000) + sparse_stream(40) + dense_stream(300, dim=1000)
-    assert_same_decoding(data, chunk=8192, threads=2)
+    assert_same_decoding(parallel, data, chunk=8192, threads=2)
 
 
-def test_a_record_longer_than_a_chunk():
+def test_a_record_longer_than_a_chunk(parallel):
     data = dense_stream(5, dim=5000) + dense_stream(50, dim=5000)
-    assert_same_decoding(data, chunk=4096)
+    assert_same_decoding(parallel, data, chunk=4096)
 
 
 def test_cut_is_the_last_record_start_before_an_incomplete_frame():
@@ -118,7 +126,7 @@ def test_cut_is_the_last_record_start_before_an_incomplete_frame():
     assert record_cut(damaged, len(data)) == (20, True)
 
 
-def test_a_wrong_cut_is_decoded_again_by_the_single_decoder(monkeypatch):
+def test_a_wrong_cut_is_decoded_again_by_the_single_decoder(parallel, monkeypatch):
     """The cut's guess over a run of equal frames is checked only where it lands: a chunk cut
     inside a frame does not decode to its end, and the single decoder takes over from it."""
     from pipealgos.io import parallel as module
@@ -133,7 +141,7 @@ def test_a_wrong_cut_is_decoded_again_by_the_single_decoder(monkeypatch):
 
     monkeypatch.setattr(module, "record_cut", sometimes_wrong)
     data = dense_stream(3000)
-    assert_same_decoding(data, threads=2)
+    assert_same_decoding(parallel, data, threads=2)
     assert len(calls) >= 3
 
 
@@ -155,7 +163,7 @@ def test_the_compiled_cut_walks_frames_as_the_python_one():
 
 @pytest.mark.parametrize("implementation", SPARSE_IMPLEMENTATIONS)
 @pytest.mark.parametrize("damage", ["bad record", "width", "labels", "truncated", "magic", "nan"])
-def test_errors_are_those_of_the_single_decoder(damage, implementation):
+def test_errors_are_those_of_the_single_decoder(parallel, damage, implementation):
     good = dense_stream(400)
     if damage == "bad record":
         data = good + encode_frame(b"\xff\xff\xff") + good
@@ -271,3 +279,26 @@ def test_ready_blocks_come_while_a_read_waits_for_data():
     stream.close()
     _, labels = joined(got + rest)
     np.testing.assert_array_equal(labels, np.arange(139))
+
+
+def test_a_chunk_is_decoded_a_window_at_a_time_as_the_single_decoder_decodes_it():
+    """A chunk larger than the decoder's window (a mapped file's chunks are) is handed over a
+    window at a time: frames split across windows, frames longer than a window, split records
+    and an error give the single decoder's blocks and error."""
+    from pipealgos.io.parallel import _Chunk, _decode_chunk
+
+    rows = [Row(list(RNG.standard_normal(300).astype(np.float32)), None, 300, label=float(i)) for i in range(30)]
+    split = b"".join(split_frames_plain(r.payload(), [97, 555]) if i % 4 == 0 else encode_frame(r.payload())
+                     for i, r in enumerate(rows))
+    for data in (dense_stream(500), sparse_stream(300), split, dense_stream(40, dim=400)):  # 1,600+ byte frames
+        done = _decode_chunk(_Chunk(np.frombuffer(data, np.uint8), 0, True), "src", None, None, window=1000)
+        assert done.consumed == len(data)
+        got, want = joined(done.blocks), joined(sequential(data))
+        np.testing.assert_array_equal(got[0], want[0])
+        np.testing.assert_array_equal(got[1], want[1])
+    damaged = dense_stream(500)
+    damaged = damaged[:4000] + b"\xff" * 8 + damaged[4008:]
+    want_error = error_of(lambda: sequential(damaged))
+    got_error = error_of(lambda: _decode_chunk(_Chunk(np.frombuffer(damaged, np.uint8), 0, True), "src", None, None,
+                                               window=1000))
+    assert str(got_error) == str(want_error)
