@@ -68,7 +68,8 @@ class MemoryChannels:
     def names(self) -> set[str]:
         return set(self.blocks) | set(self.raw_files)
 
-    def minibatches(self, channel: str, epoch: int, batch_size: int, feature_dim: int | None = None) -> Iterator[Minibatch]:
+    def minibatches(self, channel: str, epoch: int, batch_size: int, feature_dim: int | None = None,
+                    read_only: bool = False) -> Iterator[Minibatch]:
         return rebatch(iter(self.blocks[channel]), batch_size)
 
     def files(self, channel: str) -> list[Path]:

@@ -34,8 +34,11 @@ class Channels(Protocol):
 
     def names(self) -> set[str]: ...
 
-    def minibatches(self, channel: str, epoch: int, batch_size: int, feature_dim: int | None = None) -> Iterator[Minibatch]:
-        """One pass (epoch ``epoch``, counted from 0) over ``channel``."""
+    def minibatches(self, channel: str, epoch: int, batch_size: int, feature_dim: int | None = None,
+                    read_only: bool = False) -> Iterator[Minibatch]:
+        """One pass (epoch ``epoch``, counted from 0) over ``channel``. ``read_only``: the caller
+        never writes into the minibatches' arrays, so they may be shared between passes (a
+        small File-mode channel's passes after the first then come from memory)."""
         ...
 
     def files(self, channel: str) -> list[Path]:

@@ -143,7 +143,9 @@ class _Job:
 
     def _batches(self, channel: str, epoch: int) -> Iterator[Minibatch]:
         records = 0
-        for batch in self.ctx.channels.minibatches(channel, epoch, self.p.mini_batch_size, self.p.feature_dim):
+        # read_only: nothing here writes into a minibatch (bags_of and sub-sampling make new arrays).
+        for batch in self.ctx.channels.minibatches(channel, epoch, self.p.mini_batch_size, self.p.feature_dim,
+                                                   read_only=True):
             check_counts(batch, channel, records)
             records += batch.size
             yield batch
@@ -221,8 +223,9 @@ class _Job:
         return np.array([recons + kl, recons, kl]), int(sums[2])
 
     def _backward(self, batch: Minibatch | None) -> torch.Tensor:
-        """Gradient sums of one minibatch left in ``.grad``; returns (recons sum, KL sum,
-        non-empty documents, 1) (all zeros for a host with no minibatch left)."""
+        """The minibatch's gradient left in ``.grad``: of the loss sums over several hosts, of
+        the mean loss times ``rescale_gradient`` on one. Returns (recons sum, KL sum, non-empty
+        documents, 1) (all zeros for a host with no minibatch left)."""
         for w in self.parameters:
             w.grad = None
         device = self.ctx.device
@@ -236,12 +239,16 @@ class _Job:
         recons, kl = self.network.losses(bags, noise)
         totals = torch.stack([recons.sum(), kl.sum()])
         if bags.documents:
-            totals.sum().backward()
+            # One host knows the step's document count already: backward then gives the scaled
+            # mean's gradient directly, and _step makes no pass over the gradients for it.
+            scale = 1.0 if self.ctx.distributed else self.p.rescale_gradient / bags.documents
+            (totals.sum() * scale).backward()
         counts = torch.tensor([bags.documents, 1.0], dtype=torch.float64, device=device)
         return torch.cat([totals.detach().double(), counts])
 
     def _step(self, grads: list[torch.Tensor], documents: float) -> None:
-        torch._foreach_mul_(grads, self.p.rescale_gradient / documents)
+        if self.ctx.distributed:  # gradient sums of every host's documents
+            torch._foreach_mul_(grads, self.p.rescale_gradient / documents)
         if self.clip is not None:
             torch._foreach_clamp_min_(grads, -self.clip)
             torch._foreach_clamp_max_(grads, self.clip)
