@@ -306,12 +306,17 @@ class _Workers:
     def _take_and_decode(self, only: int | None = None) -> bool:
         """Read the next chunk (waiting for another thread's read to end) and decode it into
         ``finished``. False when there is nothing left to read, or, for ``only`` (a chunk
-        number: the consumer's), when the window is full or the next chunk is another."""
+        number: the consumer's), when the window is full, another thread is reading (it may
+        have taken that chunk and be blocked reading the next: the consumer must not wait for
+        that read) or the next chunk is another."""
         try:
             self.tokens.get(block=only is None)
         except queue.Empty:
             return False
-        with self.read_lock:
+        if not self.read_lock.acquire(blocking=only is None):
+            self.tokens.put(None)
+            return False
+        try:
             if self.stopped or self.reading_over or only not in (None, self.read_count):
                 self.tokens.put(None)
                 return False
@@ -325,6 +330,8 @@ class _Workers:
             self.read_count += 1
             self.reading_over = chunk.last
             layout_of, feature_dim = self.layout_of, self.feature_dim
+        finally:
+            self.read_lock.release()
         try:
             decoded = _decode_chunk(chunk, self.source, feature_dim, layout_of)
             self.layout_of = decoded.decoder

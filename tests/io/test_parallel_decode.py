@@ -270,11 +270,12 @@ def test_ready_blocks_come_while_a_read_waits_for_data():
     stream = open(read_end, "rb", buffering=0)
     blocks = decode_stream_parallel(stream, "src", None, 2, 4096)
     got = []
-    taking = threading.Thread(target=lambda: got.extend(next(blocks) for _ in range(2)))
+    taking = threading.Thread(target=lambda: got.extend(next(blocks) for _ in range(2)), daemon=True)
     taking.start()
     taking.join(5)
-    assert not taking.is_alive() and len(got) == 2
-    os.close(write_end)  # the rest arrives: end of stream
+    ready = len(got)
+    os.close(write_end)  # the rest arrives: end of stream (before asserting, so a failure cannot hang the run)
+    assert ready == 2
     rest = list(blocks)
     stream.close()
     _, labels = joined(got + rest)
