@@ -232,7 +232,7 @@ def time_prodlda_fed_as_octis(x: sp.csr_matrix, epochs: int, seed: int = 0) -> f
     return time.perf_counter() - started
 
 
-def reuters_epoch_timing(device: torch.device, epochs: int = 100, pairs: int = 3) -> list[str]:
+def reuters_epoch_timing(device: torch.device, epochs: int = 100, pairs: int = 5) -> list[str]:
     """Seconds per epoch on Reuters, batch 64, 20 topics: ours through RecordIO files and the real
     File-mode reader (``ntm.train``'s whole time over ``epochs``: pass 0, model set-up and every
     epoch included; no validation channel) against in-memory ProdLDA (the epochs' loop only);

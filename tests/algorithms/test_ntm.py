@@ -102,7 +102,7 @@ def test_hand_written_gradients_match_autograd_of_the_plain_formulas(with_scipy)
     upstream_in, upstream_out = torch.randn(5, 4, dtype=torch.float64), torch.randn(5, dtype=torch.float64)
 
     ours_in = bags_times(weight_in, indices, offsets, counts, rows, csr if with_scipy else None)
-    ours_out = multinomial_nll(z, weight_out, bias, rows, indices, counts, dense.sum(1))
+    ours_out = multinomial_nll(z, weight_out, bias, rows, rows * 11 + indices, counts, dense.sum(1))
     ((ours_in * upstream_in).sum() + (ours_out * upstream_out).sum()).backward()
     ours = [t.grad.clone() for t in (weight_in, z, weight_out, bias)]
     for t in (weight_in, z, weight_out, bias):
@@ -117,6 +117,25 @@ def test_hand_written_gradients_match_autograd_of_the_plain_formulas(with_scipy)
         torch.testing.assert_close(mine, theirs)
 
 
+def test_a_word_listed_twice_in_a_document_counts_as_their_sum():
+    """A sparse record may repeat a key: the loss and its gradients are those of one entry
+    holding the summed count."""
+    z = torch.tensor([[0.5, -1.0]], requires_grad=True)
+    weight = torch.randn(5, 2, requires_grad=True)
+    rows = torch.tensor([0, 0, 0])
+
+    def loss_and_grads(cells, counts):
+        for t in (z, weight):
+            t.grad = None
+        loss = multinomial_nll(z, weight, torch.zeros(5), rows[:len(cells)], torch.tensor(cells), torch.tensor(counts),
+                               torch.tensor([sum(counts)]))
+        loss.sum().backward()
+        return loss.detach(), z.grad.clone(), weight.grad.clone()
+
+    for repeated, summed in zip(loss_and_grads([1, 3, 1], [2.0, 1.0, 3.0]), loss_and_grads([1, 3], [5.0, 1.0])):
+        torch.testing.assert_close(repeated, summed)
+
+
 def test_the_reconstruction_loss_stays_finite_when_most_probabilities_underflow():
     """Logits hundreds apart: float32 softmax underflows to 0 for all but one word; the loss
     comes from the log-normaliser (max logit - log of the largest probability), never log(0)."""
@@ -124,7 +143,7 @@ def test_the_reconstruction_loss_stays_finite_when_most_probabilities_underflow(
     _, rows, indices, _, counts = _csr_triples(x)
     z = torch.tensor([[1.0]])
     weight = torch.tensor([[300.0], [0.0], [-300.0], [10.0]])
-    loss = multinomial_nll(z, weight, torch.zeros(4), rows, indices, counts, torch.tensor([3.0]))
+    loss = multinomial_nll(z, weight, torch.zeros(4), rows, rows * 4 + indices, counts, torch.tensor([3.0]))
     logits = (z @ weight.T).double()
     want = -(torch.from_numpy(x).double() * torch.log_softmax(logits, 1)).sum(1)
     torch.testing.assert_close(loss.double(), want, rtol=1e-6, atol=1e-3)

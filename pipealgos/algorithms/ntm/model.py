@@ -19,10 +19,12 @@ def bags_of(features: Features, device: torch.device) -> Bags:
     csr = features if sp.issparse(features) else sp.csr_matrix(features)
     indices, offsets, counts = embedding_bag_inputs(csr, device)
     documents = np.repeat(np.arange(csr.shape[0]), np.diff(csr.indptr))
+    cells = documents * csr.shape[1] + csr.indices
     word_counts = np.bincount(documents, weights=csr.data, minlength=csr.shape[0]).astype(np.float32)
     present = word_counts > 0
     per_word = np.divide(1.0, word_counts, out=np.zeros_like(word_counts), where=present)
-    return Bags(indices, offsets, counts, *(torch.from_numpy(a).to(device) for a in (documents, word_counts, per_word)),
+    return Bags(indices, offsets, counts,
+                *(torch.from_numpy(a).to(device) for a in (documents, cells, word_counts, per_word)),
                 int(present.sum()), csr if device.type == "cpu" else None)
 
 

@@ -46,15 +46,17 @@ LOGSIGMA_BIAS = -2.0
 
 class Bags:
     """A minibatch of documents as ``embedding_bag`` inputs (indices, offsets, counts), with
-    the document of each (index, count) pair (``value_rows``), each document's word count n_d
+    the document of each (index, count) pair (``value_rows``), its position in the flattened
+    (documents, vocabulary) matrix (``cells``), each document's word count n_d
     (``word_counts``) and 1 / n_d (``per_word``: 0 for an empty document), the number of
     non-empty documents (``documents``) and, on the CPU, the scipy CSR matrix they came from."""
 
     def __init__(self, indices: torch.Tensor, offsets: torch.Tensor, counts: torch.Tensor, value_rows: torch.Tensor,
-                 word_counts: torch.Tensor, per_word: torch.Tensor, documents: int,
+                 cells: torch.Tensor, word_counts: torch.Tensor, per_word: torch.Tensor, documents: int,
                  csr: sp.csr_matrix | None = None) -> None:
         self.indices, self.offsets, self.counts = indices, offsets, counts
-        self.value_rows, self.word_counts, self.per_word, self.documents = value_rows, word_counts, per_word, documents
+        self.value_rows, self.cells = value_rows, cells
+        self.word_counts, self.per_word, self.documents = word_counts, per_word, documents
         self.csr = csr  # see sparse_ops.bags_times
         self.rows = len(offsets)
 
@@ -118,7 +120,7 @@ class NTMNetwork(nn.Module):
         sigma = torch.exp(logsigma)
         h = mu if noise is None else torch.addcmul(mu, sigma, noise)
         recons = multinomial_nll(torch.relu(h), self.projection.weight, self.projection.bias, bags.value_rows,
-                                 bags.indices, bags.counts, bags.word_counts)
+                                 bags.cells, bags.counts, bags.word_counts)
         kl = (torch.addcmul(mu * mu, sigma, sigma) - 2 * logsigma - 1).sum(1)  # 2 KL
         return recons * bags.per_word, kl * (0.5 * bags.per_word)
 

@@ -1,8 +1,9 @@
 """The two ends of the NTM graph that touch the vocabulary, with hand-written gradients.
 
 Both take a minibatch of documents as CSR triples (each non-zero's document ``value_rows``, word
-``indices`` and ``counts``) and cost O(non-zeros) where autograd's versions cost
-O(documents x vocabulary) or a sort:
+``indices``, or for the loss its ``cells`` in the flattened (documents, vocabulary) matrix, and
+``counts``) and cost O(non-zeros) where autograd's versions cost O(documents x vocabulary) or a
+sort:
 
 - :func:`bags_times` is ``x @ W`` for the encoder's first layer (``embedding_bag`` forward, as
   before). Its weight gradient ``x^T @ g`` is one ``index_add_`` of the non-zeros' rows of g;
@@ -55,9 +56,11 @@ def bags_times(weight: torch.Tensor, indices: torch.Tensor, offsets: torch.Tenso
 
 class _MultinomialNLL(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, z, weight, bias, value_rows, indices, counts, word_counts):
+    def forward(ctx, z, weight, bias, value_rows, cells, counts, word_counts):
         logits = torch.addmm(bias, z, weight.t())
-        picked = logits[value_rows, indices]
+        # The non-zeros' logits, taken from the flattened matrix: a 1-d index_select is ~5x
+        # faster than indexing by (row, word) pairs (15 against 72 µs for a Reuters minibatch).
+        picked = logits.view(-1).index_select(0, cells)
         probabilities = torch.softmax(logits, dim=1)
         # log-sum-exp of each row from the softmax: its largest probability belongs to the
         # largest logit, p_max = exp(max - lse), and p_max >= 1 / vocabulary cannot underflow.
@@ -66,7 +69,7 @@ class _MultinomialNLL(torch.autograd.Function):
         nll = torch.zeros(len(z), dtype=z.dtype, device=z.device).index_add_(0, value_rows, picked.mul_(counts))
         nll = word_counts * log_normaliser - nll
         if any(ctx.needs_input_grad[:3]):
-            ctx.save_for_backward(z, weight, value_rows, indices, counts, word_counts)
+            ctx.save_for_backward(z, weight, value_rows, cells, counts, word_counts)
             # Not saved with save_for_backward: backward turns it into the logits' gradient in
             # place (one pass less), so it can serve one backward only.
             ctx.probabilities = probabilities
@@ -75,12 +78,12 @@ class _MultinomialNLL(torch.autograd.Function):
     @staticmethod
     @once_differentiable
     def backward(ctx, grad):
-        z, weight, value_rows, indices, counts, word_counts = ctx.saved_tensors
+        z, weight, value_rows, cells, counts, word_counts = ctx.saved_tensors
         if ctx.probabilities is None:
             raise RuntimeError("multinomial_nll's backward runs once per forward (retain_graph is not supported)")
         grad_logits, ctx.probabilities = ctx.probabilities, None
         grad_logits.mul_((grad * word_counts).unsqueeze(1))
-        grad_logits.index_put_((value_rows, indices), -(counts * grad[value_rows]), accumulate=True)
+        grad_logits.view(-1).index_add_(0, cells, -(counts * grad[value_rows]))
         grad_z = grad_logits @ weight if ctx.needs_input_grad[0] else None
         grad_weight = grad_logits.t() @ z if ctx.needs_input_grad[1] else None
         grad_bias = grad_logits.sum(0) if ctx.needs_input_grad[2] else None
@@ -88,7 +91,9 @@ class _MultinomialNLL(torch.autograd.Function):
 
 
 def multinomial_nll(z: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, value_rows: torch.Tensor,
-                    indices: torch.Tensor, counts: torch.Tensor, word_counts: torch.Tensor) -> torch.Tensor:
+                    cells: torch.Tensor, counts: torch.Tensor, word_counts: torch.Tensor) -> torch.Tensor:
     """(documents,): ``-sum_w counts_dw * log softmax(z @ weight.T + bias)_dw`` over each
-    document's non-zeros; ``word_counts`` must hold each document's sum of ``counts``."""
-    return _MultinomialNLL.apply(z, weight, bias, value_rows, indices, counts, word_counts)
+    document's non-zeros, given as their documents ``value_rows`` and their ``cells``
+    (document x vocabulary + word: positions in the flattened (documents, vocabulary)
+    matrix); ``word_counts`` must hold each document's sum of ``counts``."""
+    return _MultinomialNLL.apply(z, weight, bias, value_rows, cells, counts, word_counts)
