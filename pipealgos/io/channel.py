@@ -12,8 +12,8 @@ reader. Once data flows, a writer that stays attached but sends nothing for
 ``PIPEALGOS_PIPE_STALL_TIMEOUT`` seconds (default 600) fails the read as a stall, naming
 the FIFO and the bytes read so far, instead of waiting without limit.
 
-Gzip input is recognised by its magic bytes in either mode. Other files are mapped and decoded
-in place (:func:`~pipealgos.io.stream.map_file` says why and what it assumes).
+Gzip input is recognised by its magic bytes in either mode. Other File-mode files are mapped
+and decoded in place (:func:`~pipealgos.io.stream.map_file` says why and what it assumes).
 
 RecordIO-protobuf is decoded on ``PIPEALGOS_DECODE_THREADS`` threads per channel (default 1;
 :mod:`pipealgos.io.parallel`), in order; CSV on one.
@@ -344,7 +344,8 @@ def iter_blocks(spec: ChannelSpec, epoch: int, feature_dim: int | None = None) -
     learnt: RecordDecoder | None = None  # the previous file's decoder: its record layout is the next one's guess
     for source, stream in open_sources(spec, epoch):
         try:
-            mapped = _map_unless_gzip(stream)
+            # FastFile's files are fetched from S3 as they are read: read them, in order.
+            mapped = _map_unless_gzip(stream) if spec.mode == "File" else None
             if mapped is None:
                 stream = _inflate_if_gzip(stream)
             if ctype.is_csv:

@@ -109,6 +109,18 @@ def test_mapped_files_decode_as_the_bytes_streamed(tmp_path, threads):
     np.testing.assert_array_equal(read_all(spec).dense(), want.dense())
 
 
+def test_fastfile_channels_are_read_as_file_channels_are_mapped(tmp_path):
+    """FastFile's files (fetched from S3 as they are read, on SageMaker) are read, not mapped:
+    the same records come out."""
+    root = tmp_path / "train"
+    root.mkdir()
+    for i in range(3):
+        (root / f"{i}.pbr").write_bytes(recordio_bytes(rows(500, 500 * i)))
+    fast = read_all(ChannelSpec("train", tmp_path, mode="FastFile"))
+    np.testing.assert_array_equal(fast.features, read_all(ChannelSpec("train", tmp_path)).features)
+    np.testing.assert_array_equal(fast.features[:, 0], np.arange(1500))
+
+
 @pytest.mark.parametrize("threads", [1, 3])
 def test_an_error_in_a_mapped_file_names_the_file_and_the_offset(tmp_path, threads):
     root = tmp_path / "train"
