@@ -58,7 +58,7 @@ def decode_threads_from_env() -> int:
     The default is 1 from the measurements on the 2-core machine (benchmarks/io_decode.py
     ``--threads 1,2``, RESULTS.md, 2026-12-03): one decoder reads dense 50-dim records from a
     cached, mapped file at 0.49-0.68x ``cat``'s rate and from a FIFO at 0.74-0.83x the raw
-    FIFO read, two threads at 0.58-0.68x and 0.72-0.79x in the same runs, and the algorithm
+    FIFO read, two threads at 0.56-0.68x and 0.70-0.79x in the same runs, and the algorithm
     computes on the other core. On a many-core host feeding a GPU, set it to the cores the
     algorithm leaves idle. Anything but an integer >= 1 is a :class:`DataError` naming the
     variable."""
