@@ -52,7 +52,6 @@ PIPE_TIMEOUT_ENV = "PIPEALGOS_PIPE_TIMEOUT"
 DEFAULT_PIPE_TIMEOUT = 300.0
 STALL_TIMEOUT_ENV = "PIPEALGOS_PIPE_STALL_TIMEOUT"
 DEFAULT_STALL_TIMEOUT = 600.0
-READAHEAD_DEPTH = 4  # minibatches decoded ahead of the algorithm
 GZIP_MAGIC = b"\x1f\x8b"
 RECORDIO_PROTOBUF = "application/x-recordio-protobuf"
 # Aliases the real containers accept for RecordIO-protobuf.
@@ -379,7 +378,7 @@ def iter_minibatches(
     epoch: int,
     batch_size: int,
     feature_dim: int | None = None,
-    readahead: int = READAHEAD_DEPTH,
+    readahead: int = 4,
 ) -> Iterator[Minibatch]:
     """Minibatches of ``batch_size`` rows for one pass, decoded ahead on a background thread."""
     return Readahead(rebatch(iter_blocks(spec, epoch, feature_dim), batch_size), readahead)

@@ -384,12 +384,12 @@ def decode_buffer_parallel(data, source: str, feature_dim: int | None, threads: 
     """The blocks of RecordIO-protobuf bytes in memory (a mapped file: see
     :func:`~pipealgos.io.stream.map_file`), decoded in place on ``threads`` threads, in order."""
     chunks = _chunks_in_place(np.frombuffer(data, dtype=np.uint8), chunk_size)
-    return _decode_chunks(chunks, _Buffers(chunk_size), source, feature_dim, threads)
+    return _decode_chunks(chunks, None, source, feature_dim, threads)
 
 
-def _decode_chunks(chunks: Iterator[_Chunk], buffers: _Buffers, source: str, feature_dim: int | None,
+def _decode_chunks(chunks: Iterator[_Chunk], buffers: _Buffers | None, source: str, feature_dim: int | None,
                    threads: int) -> Iterator[Minibatch]:
-    """The blocks of ``chunks`` (whose read buffers go back to ``buffers``), decoded on
+    """The blocks of ``chunks`` (whose read buffers, if any, go back to ``buffers``), decoded on
     ``threads`` threads, in order; from the first chunk that does not decode or fit on, the
     single decoder takes over (see the module docstring)."""
     state = _State()
@@ -404,7 +404,8 @@ def _decode_chunks(chunks: Iterator[_Chunk], buffers: _Buffers, source: str, fea
             if state.feature_dim is not None:
                 workers.feature_dim = state.feature_dim
             yield from done.blocks
-            buffers.give_back(chunk)  # blocks are copies: the decoder keeps no view of its input
+            if buffers is not None:
+                buffers.give_back(chunk)  # blocks are copies: the decoder keeps no view of its input
             if chunk.last:
                 return
             number += 1

@@ -8,11 +8,10 @@ the algorithm accepts. Each refusal names the algorithm, the channel and what is
 Passes kept in memory: a caller that only reads its minibatches (``read_only=True``) gets the
 passes after the first of a File-mode channel (of one minibatch size) as the minibatches of the
 first complete pass, while all the kept minibatches fit ``PIPEALGOS_CHANNEL_CACHE_MB`` (default
-256; 0 keeps none).
-File mode's files do not change during a job, so the passes are the same; each costs a
-thread, opening and decoding the files, and the hand-offs between the reader thread and the
-algorithm, which on a small corpus trained for many epochs was a fifth of the time (NTM on
-Reuters). Pipe mode's passes are always read: each epoch is its own FIFO.
+256; 0 keeps none). File mode's files do not change during a job, so the passes are the same;
+reading one costs a thread, opening and decoding the files, and the hand-offs between the
+reader thread and the algorithm, which on a small corpus trained for many epochs was a fifth
+of the time (NTM on Reuters). Pipe mode's passes are always read: each epoch is its own FIFO.
 """
 
 from __future__ import annotations
@@ -21,11 +20,10 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
-import numpy as np
 import scipy.sparse as sp
 
-from pipealgos.io import ChannelSpec, ContentType, DataError, Minibatch, iter_blocks, iter_minibatches, rebatch
-from pipealgos.io.channel import READAHEAD_DEPTH, Readahead, channel_files, timeout_from_env
+from pipealgos.io import ChannelSpec, ContentType, DataError, Minibatch, iter_minibatches
+from pipealgos.io.channel import Readahead, channel_files, timeout_from_env
 
 from .config import ChannelConfig, ConfigError, MLRoot
 
@@ -53,7 +51,7 @@ def batch_bytes(batch: Minibatch) -> int:
     arrays = [features.data, features.indices, features.indptr] if sp.issparse(features) else [features]
     if batch.labels is not None:
         arrays.append(batch.labels)
-    return sum(np.asarray(a).nbytes for a in arrays)
+    return sum(a.nbytes for a in arrays)
 
 
 def check_channels(spec, configs: dict[str, ChannelConfig]) -> None:
@@ -119,21 +117,24 @@ class JobChannels:
         kept = self.kept.get(key)
         if kept is not None:
             return iter(kept)
-        batches = rebatch(iter_blocks(spec, epoch, feature_dim), batch_size)
-        return Readahead(self._keeping(key, batches), READAHEAD_DEPTH)
+        return self._keeping(key, iter_minibatches(spec, epoch, batch_size, feature_dim))
 
-    def _keeping(self, key: tuple[str, int, int | None], batches: Iterator[Minibatch]) -> Iterator[Minibatch]:
-        """``batches``, kept once the pass is complete if they fit what is left of the budget."""
+    def _keeping(self, key: tuple[str, int, int | None], batches: Readahead) -> Iterator[Minibatch]:
+        """``batches`` (a reader's pass), kept once the caller has taken them all if they fit
+        what is left of the budget; a caller that stops early stops the reader."""
         kept: list[Minibatch] | None = []
         size = 0
-        for batch in batches:
-            if kept is not None:
-                size += batch_bytes(batch)
-                if size <= self.cache_left:
-                    kept.append(batch)
-                else:
-                    kept = None
-            yield batch
+        try:
+            for batch in batches:
+                if kept is not None:
+                    size += batch_bytes(batch)
+                    if size <= self.cache_left:
+                        kept.append(batch)
+                    else:
+                        kept = None
+                yield batch
+        finally:
+            batches.close()
         if kept is not None and size <= self.cache_left:  # another channel's pass may have kept its own since
             self.cache_left -= size
             self.kept[key] = kept
