@@ -5,6 +5,15 @@ master's address and port (the local runner points every host at loopback); on S
 host names resolve on the job network. Collectives time out after
 ``PIPEALGOS_COLLECTIVE_TIMEOUT`` seconds (default 45), so a dead peer fails the others
 instead of hanging them.
+
+The process group must be gone before the interpreter shuts down: gloo's threads still
+running then can end a finished host with SIGABRT ("terminate called without an active
+exception"). :func:`shutdown_distributed` frees it, which takes two things: every host
+reaches the end first (a barrier), and nothing else holds the group. torch's
+``torch.distributed.nn.functional`` binds ``group.WORLD`` as a default argument when it is
+imported, and ``torch.optim`` imports it (through ``torch._dynamo``), so a job that builds an
+optimizer after the group exists would hold the group until exit. It is imported here, before
+the group exists, so its defaults hold no group.
 """
 
 from __future__ import annotations
@@ -15,6 +24,7 @@ from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
+import torch.distributed.nn.functional  # noqa: F401  (before any group exists: see the module docstring)
 
 from .config import ResourceConfig
 
@@ -58,5 +68,7 @@ def init_distributed(resources: ResourceConfig, device: torch.device) -> Topolog
 
 
 def shutdown_distributed() -> None:
+    """After a job that succeeded on this host: wait for every host, then free the group."""
     if dist.is_available() and dist.is_initialized():
+        dist.barrier()
         dist.destroy_process_group()
