@@ -8,8 +8,7 @@ instead of hanging them.
 
 The process group must be gone before the interpreter shuts down: gloo's threads still
 running then can end a finished host with SIGABRT ("terminate called without an active
-exception"). :func:`shutdown_distributed` frees it, which takes two things: every host
-reaches the end first (a barrier), and nothing else holds the group. torch's
+exception"). :func:`shutdown_distributed` frees it, once nothing else holds it. torch's
 ``torch.distributed.nn.functional`` binds ``group.WORLD`` as a default argument when it is
 imported, and ``torch.optim`` imports it (through ``torch._dynamo``), so a job that builds an
 optimizer after the group exists would hold the group until exit. It is imported here, before
@@ -67,8 +66,15 @@ def init_distributed(resources: ResourceConfig, device: torch.device) -> Topolog
     return topo
 
 
-def shutdown_distributed() -> None:
-    """After a job that succeeded on this host: wait for every host, then free the group."""
+def wait_for_all_hosts() -> None:
+    """Return once every host has finished training (a no-op for one host), so no host
+    closes its connections while a peer is still inside a collective. Called before the
+    leader saves the model, so a slow save never counts against the collective timeout."""
     if dist.is_available() and dist.is_initialized():
         dist.barrier()
+
+
+def shutdown_distributed() -> None:
+    """Free the process group (and gloo's threads) after a job that succeeded on this host."""
+    if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()

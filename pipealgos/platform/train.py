@@ -28,7 +28,7 @@ from pipealgos.io import DataError
 from .channels import JobChannels, check_channels
 from .config import (ConfigError, MLRoot, read_hyperparameters, read_input_data_config,
                      read_resource_config)
-from .distributed import init_distributed, shutdown_distributed
+from .distributed import init_distributed, shutdown_distributed, wait_for_all_hosts
 from .hyperparameters import HyperparameterError
 from .metrics import MetricsReporter
 from .model_store import save_model
@@ -96,6 +96,7 @@ def run_training(ml: MLRoot, algorithm: str | None = None) -> int:
                               device=device, tuning_job="_tuning_objective_metric" in raw,
                               sparse_input=spec.sparse_input)
         model = spec.train(spec.schema.to_params(values), ctx)
+        wait_for_all_hosts()
         if ctx.resolved:
             report.info(f"resolved hyperparameters: {ctx.resolved}")
         if topo.is_leader:
