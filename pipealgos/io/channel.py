@@ -328,7 +328,10 @@ def open_sources(spec: ChannelSpec, epoch: int) -> Iterator[tuple[str, BinaryIO]
 def _map_unless_gzip(stream: BinaryIO) -> mmap.mmap | None:
     """A mapping of the regular file ``stream`` reads (:func:`map_file`), unless it is gzip."""
     mapped = map_file(stream)
-    return None if mapped is None or mapped[:2] == GZIP_MAGIC else mapped
+    if mapped is not None and mapped[:2] == GZIP_MAGIC:
+        mapped.close()  # inflated from the stream instead
+        return None
+    return mapped
 
 
 def _decode(stream: BinaryIO, mapped: mmap.mmap | None, decoder: BufferDecoder) -> Iterator[Minibatch]:
