@@ -61,8 +61,10 @@ def _judge_record(payload: bytes) -> tuple[int, bool]:
     """How plausible ``payload`` is as a Record (the judge of split-record joins), and whether
     it carries a label: 0 = it does not parse, has no features, or has a map key that is not a
     printable name or a value without a tensor; 1 = plausible; 2 = plausible and it
-    re-serialises to exactly these bytes. A wrong join of a split record can still parse,
-    typically with a stray run of bytes as a map key, or with fields that serialise differently."""
+    re-serialises to exactly these bytes with only the fields Record defines. A wrong join of
+    a split record can still parse, typically with a stray run of bytes as a map key, with
+    fields that serialise differently, or with trailing bytes that parse as a field Record
+    does not have (such a join turned a float64 into -6.5e71 where the other join was right)."""
     try:
         record = parse_record(payload)
     except DecodeError:
@@ -76,6 +78,7 @@ def _judge_record(payload: bytes) -> tuple[int, bool]:
                     return 0, False
     except UnicodeDecodeError:  # a key that is not even UTF-8
         return 0, False
+    record.DiscardUnknownFields()
     return (2 if record.SerializeToString() == payload else 1), bool(record.label)
 
 

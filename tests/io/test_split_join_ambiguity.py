@@ -74,3 +74,17 @@ def test_the_join_that_keeps_the_channels_labels_wins():
     assert block.labels.tolist() == [0.0] * 8
     dense = block.features.toarray() if hasattr(block.features, "toarray") else block.features
     assert dense[:7].tolist() == [[0.0]] * 7 and dense[7, 0] == np.float32(12232302592.0)
+
+
+def test_plain_join_wins_when_the_magic_join_leaves_a_field_record_lacks():
+    """A float64 row split ml-io style in the middle of its value, after 20 bytes (found by the
+    property test). With the magic re-inserted, the double's first half and the magic become
+    the value (-6.5e71: infinite as float32) and its second half, ``80 96 0e 43``, parses as a
+    varint field 29024 that Record does not define; both joins re-serialise to their bytes. Only
+    the plain join has Record's fields alone, so it must win."""
+    value = 1076215725162496.0
+    payload = encode_dense_record(np.array([value]), None, np.dtype(np.float64))
+    assert len(payload) == 24 and payload[16:20] == bytes(4)
+    framed = encode_frame(payload[:20], FIRST) + encode_frame(payload[20:], LAST)
+    block = concat(list(decode_stream(io.BytesIO(framed), RecordDecoder("split"))))
+    assert block.features.tolist() == [[np.float32(value)]]
