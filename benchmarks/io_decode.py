@@ -54,7 +54,7 @@ from pipealgos.io import ChannelSpec, iter_blocks, sparse_run
 from pipealgos.io.channel import open_fifo
 from pipealgos.io.parallel import decode_stream_parallel
 from pipealgos.io.protobuf import RecordDecoder
-from pipealgos.io.stream import aligned_buffer, decode_buffer, decode_stream, read_full
+from pipealgos.io.stream import aligned_buffer, decode_buffer, decode_stream, read_at_least
 from pipealgos.io.writer import write_dense, write_sparse
 
 # Feeds a FIFO from another process, in 1 MiB writes, as the platform would.
@@ -194,12 +194,12 @@ def sdk_path(ds: DataSet) -> Callable[[], None]:
 
 
 def raw_read() -> Callable:
-    """Read a stream to its end into an aligned buffer, as ``decode_stream`` does, and nothing else."""
+    """Read a stream to its end into an aligned buffer, filling it each time, and nothing else."""
     buf = aligned_buffer(2 << 20)
 
     def run(stream) -> None:
         try:
-            while read_full(stream, memoryview(buf)) == len(buf):
+            while read_at_least(stream, memoryview(buf), len(buf)) == len(buf):
                 pass
         finally:
             stream.close()

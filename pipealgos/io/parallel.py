@@ -38,7 +38,7 @@ from .minibatch import Minibatch
 from . import sparse_run
 from .protobuf import RecordDecoder
 from .recordio import FIRST, LENGTH_MASK, MAGIC, WHOLE, padded_length
-from .stream import DEFAULT_BUFFER, Replay, aligned_buffer, decode_stream, read_full
+from .stream import DEFAULT_BUFFER, MIN_DECODE, Replay, aligned_buffer, decode_stream, read_at_least
 
 DECODE_THREADS_ENV = "PIPEALGOS_DECODE_THREADS"
 # Bytes read per chunk: 2 MiB took the least CPU per GB (2 threads, dense 50-dim: 23.9 ms per
@@ -57,11 +57,11 @@ def decode_threads_from_env() -> int:
 
     The default is 1 from the measurements on the 2-core machine (benchmarks/io_decode.py
     ``--threads 1,2``, RESULTS.md, 2026-12-03): one decoder reads dense 50-dim records from a
-    cached, mapped file at 0.49-0.68x ``cat``'s rate and from a FIFO at 0.74-0.83x the raw
-    FIFO read, two threads at 0.56-0.68x and 0.70-0.79x in the same runs, and the algorithm
-    computes on the other core. On a many-core host feeding a GPU, set it to the cores the
-    algorithm leaves idle. Anything but an integer >= 1 is a :class:`DataError` naming the
-    variable."""
+    cached, mapped file at 0.49-0.68x ``cat``'s rate and from a FIFO at 0.93-0.99x the raw
+    FIFO read, two threads at 0.53-0.72x and 0.77-0.93x in the same runs (the FIFO's feeder
+    needs the second core), and the algorithm computes on the other core. On a many-core host
+    feeding a GPU, set it to the cores the algorithm leaves idle. Anything but an integer >= 1
+    is a :class:`DataError` naming the variable."""
     text = os.environ.get(DECODE_THREADS_ENV, "").strip()
     if not text:
         return DEFAULT_DECODE_THREADS
@@ -225,18 +225,22 @@ class _Buffers:
 
 
 def _chunks(stream: BinaryIO, buffers: _Buffers) -> Iterator[_Chunk]:
-    """The stream as chunks of whole records (the last one holds whatever remains)."""
+    """The stream as chunks of whole records (the last one holds whatever remains): each read
+    takes what the stream has, at least ``MIN_DECODE`` bytes (a FIFO's chunks are what its pipe
+    held; see :data:`~pipealgos.io.stream.MIN_DECODE`)."""
     tail = np.empty(0, np.uint8)
     base = 0
     while True:
         buf = buffers.get(2 * len(tail))
         buf[: len(tail)] = tail
-        end = len(tail) + read_full(stream, memoryview(buf)[len(tail):])
-        at_eof = end < len(buf)
+        least = min(MIN_DECODE, len(buf) - len(tail))
+        got = read_at_least(stream, memoryview(buf)[len(tail):], least)
+        end = len(tail) + got
+        at_eof = got < least
         cut, corrupt = (end, False) if at_eof else record_cut(buf, end)
         if corrupt:
             cut = end  # one chunk up to here: its decoder reports the corruption
-        if cut == 0 and not at_eof:  # one record longer than the buffer: read more
+        if cut == 0 and not at_eof:  # no whole record in yet (or one longer than the buffer): read more
             tail = buf[:end]
             continue
         tail = buf[cut:end].copy()
