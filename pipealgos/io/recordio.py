@@ -14,10 +14,10 @@ Two conventions exist for joining the pieces of a split record:
 piece but the last has a length divisible by 4 (a dmlc split always produces that; an
 arbitrary split rarely does). Each possible join is scored by the caller's judge (for
 protobuf: 0 = not a Record, 1 = a plausible Record, 2 = a plausible Record that re-serialises
-to the same bytes with Record's own fields, as every writer's output does); the best score wins, and a tie
-goes to the dmlc join, since dmlc-core's writer is the one that really splits records. A wrong
-join can still parse (protobuf is forgiving), which is why plausibility and the round trip
-are judged rather than parsing alone.
+to the same bytes with Record's own fields, as every writer's output does); the best score
+wins, and a tie goes to the dmlc join, since dmlc-core's writer is the one that really splits
+records. A wrong join can still parse (protobuf is forgiving), which is why plausibility and
+the round trip are judged rather than parsing alone.
 """
 
 from __future__ import annotations
