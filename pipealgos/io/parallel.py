@@ -38,7 +38,7 @@ from .minibatch import Minibatch
 from . import sparse_run
 from .protobuf import RecordDecoder
 from .recordio import FIRST, LENGTH_MASK, MAGIC, WHOLE, padded_length
-from .stream import DEFAULT_BUFFER, MIN_DECODE, Replay, aligned_buffer, decode_stream, read_at_least
+from .stream import DEFAULT_BUFFER, Replay, aligned_buffer, decode_stream, read_arrived
 
 DECODE_THREADS_ENV = "PIPEALGOS_DECODE_THREADS"
 # Bytes read per chunk: 2 MiB took the least CPU per GB (2 threads, dense 50-dim: 23.9 ms per
@@ -226,17 +226,15 @@ class _Buffers:
 
 def _chunks(stream: BinaryIO, buffers: _Buffers) -> Iterator[_Chunk]:
     """The stream as chunks of whole records (the last one holds whatever remains): each read
-    takes what the stream has, at least ``MIN_DECODE`` bytes (a FIFO's chunks are what its pipe
-    held; see :data:`~pipealgos.io.stream.MIN_DECODE`)."""
+    takes what the stream has (:func:`~pipealgos.io.stream.read_arrived`), so a FIFO's chunks
+    are what its pipe held."""
     tail = np.empty(0, np.uint8)
     base = 0
     while True:
         buf = buffers.get(2 * len(tail))
         buf[: len(tail)] = tail
-        least = min(MIN_DECODE, len(buf) - len(tail))
-        got = read_at_least(stream, memoryview(buf)[len(tail):], least)
+        got, at_eof = read_arrived(stream, memoryview(buf)[len(tail):])
         end = len(tail) + got
-        at_eof = got < least
         cut, corrupt = (end, False) if at_eof else record_cut(buf, end)
         if corrupt:
             cut = end  # one chunk up to here: its decoder reports the corruption

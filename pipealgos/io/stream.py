@@ -83,6 +83,14 @@ def read_at_least(stream: BinaryIO, view: memoryview, least: int) -> int:
     return filled
 
 
+def read_arrived(stream: BinaryIO, view: memoryview) -> tuple[int, bool]:
+    """(bytes read into ``view``, whether the stream ended): what ``stream`` has, once at least
+    ``MIN_DECODE`` bytes (or ``view``'s length, if less) are in."""
+    least = min(MIN_DECODE, len(view))
+    got = read_at_least(stream, view, least)
+    return got, got < least
+
+
 def decode_stream(stream: BinaryIO, decoder: BufferDecoder, buffer_size: int = DEFAULT_BUFFER,
                   base: int = 0) -> Iterator[Minibatch]:
     """Yield the blocks ``decoder`` makes of everything ``stream`` holds; ``base`` is the
@@ -95,9 +103,7 @@ def decode_stream(stream: BinaryIO, decoder: BufferDecoder, buffer_size: int = D
     at_eof = False
     while True:
         if not at_eof:
-            least = min(MIN_DECODE, len(buf) - end)
-            got = read_at_least(stream, memoryview(buf)[end:], least)
-            at_eof = got < least
+            got, at_eof = read_arrived(stream, memoryview(buf)[end:])
             end += got
         blocks, pos, needed = decoder.decode(buf, 0, end, base, at_eof)
         yield from blocks
