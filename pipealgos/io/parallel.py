@@ -57,7 +57,7 @@ def decode_threads_from_env() -> int:
 
     The default is 1 from the measurements on the 2-core machine (benchmarks/io_decode.py
     ``--threads 1,2``, RESULTS.md, 2026-12-03): one decoder reads dense 50-dim records from a
-    cached, mapped file at 0.49-0.68x ``cat``'s rate and from a FIFO at 0.92-0.99x the raw
+    cached, mapped file at 0.49-0.68x ``cat``'s rate and from a FIFO at 0.92-1.02x the raw
     FIFO read, two threads at 0.53-0.72x and 0.77-0.96x in the same runs (the FIFO's feeder
     needs the second core), and the algorithm computes on the other core. On a many-core host
     feeding a GPU, set it to the cores the algorithm leaves idle. Anything but an integer >= 1
